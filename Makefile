@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh Debian machine (as root): `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+# Debian packages the tests drive as real peers.
+TEST_DEBS  := curl
+# Debian packages the benchmarks run side by side.
+BENCH_DEBS := nginx-light haproxy wrk util-linux procps
+
+.PHONY: demo test bench install test-debs bench-debs clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Installs a Debian package only when its command is missing; apt-get update runs once.
+define need_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && $(APT) $$missing >/dev/null || { echo "could not install:$$missing" >&2; exit 1; }; \
+	fi
+endef
+
+test-debs:
+	$(call need_debs,$(TEST_DEBS))
+
+bench-debs:
+	$(call need_debs,$(BENCH_DEBS))
+
+demo: $(STAMP)
+	$(BIN)/python -m plait.demo
+
+test: $(STAMP) test-debs
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP) bench-debs
+	$(BIN)/python bench/http1.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

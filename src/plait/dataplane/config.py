@@ -1,0 +1,156 @@
+"""The compiled configuration of a sidecar: plain, immutable objects.
+
+xDS resources (from a bootstrap file or a control plane) are validated and compiled into
+these once, by `plait.dataplane.compile`; a `Snapshot` is swapped atomically. The request
+path reads attributes and does dict lookups here; it never touches protobuf messages.
+Durations are float seconds; 0 means "no limit" where a field says so.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class LbPolicy(enum.Enum):
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    RANDOM = "RANDOM"
+    RING_HASH = "RING_HASH"
+
+
+class Direction(enum.Enum):
+    OUTBOUND = "OUTBOUND"
+    INBOUND = "INBOUND"
+
+
+class PathMatchKind(enum.Enum):
+    PREFIX = "prefix"
+    EXACT = "path"
+    REGEX = "safe_regex"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    weight: int = 1
+    zone: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Envoy's `x-envoy-retry-on` conditions, compiled.
+
+    retry_on holds condition names: "connect-failure", "reset", "5xx", "gateway-error",
+    "retriable-status-codes". A request whose body outgrew `buffer_limit` is not retried.
+    """
+
+    retry_on: frozenset[str]
+    num_retries: int = 1
+    per_try_timeout: float = 0.0
+    base_interval: float = 0.025  # Envoy's default back-off base
+    max_interval: float = 0.25  # Envoy's default: 10 x base
+    retriable_status_codes: frozenset[int] = frozenset()
+    buffer_limit: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """One header condition; `name` is lower-case bytes, values are bytes."""
+
+    name: bytes
+    exact: bytes | None = None
+    prefix: bytes | None = None
+    present: bool | None = None
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    path_kind: PathMatchKind
+    path: str  # the prefix, the exact path, or the regex source
+    headers: tuple[HeaderMatch, ...] = ()
+    case_sensitive: bool = True
+    # action: exactly one of cluster / weighted_clusters / direct_status
+    cluster: str = ""
+    weighted_clusters: tuple[WeightedCluster, ...] = ()
+    direct_status: int = 0
+    direct_body: bytes = b""
+    timeout: float = 15.0  # Envoy's route default; 0 disables
+    retry: RetryPolicy | None = None
+    prefix_rewrite: str | None = None
+    host_rewrite: str | None = None
+    hash_header: bytes | None = None  # ring hash key: a request header (lower-case)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """Host → virtual host, Envoy's order: exact, then suffix `*.x`, prefix `x.*`, then `*`."""
+
+    name: str
+    exact: dict[str, VirtualHost]
+    suffixes: tuple[tuple[str, VirtualHost], ...]  # longest first
+    prefixes: tuple[tuple[str, VirtualHost], ...]  # longest first
+    default: VirtualHost | None
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    connect_timeout: float = 5.0  # Envoy's default
+    idle_timeout: float = 3600.0  # upstream connection idle timeout; Envoy's default 1 h
+    max_requests_per_connection: int = 0  # 0: unlimited
+    ring_size: int = 1024  # Envoy's minimum_ring_size default
+    eds_service_name: str = ""  # non-empty: endpoints come by EDS under this name
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    host: str
+    port: int
+    direction: Direction = Direction.OUTBOUND
+    stat_prefix: str = ""
+    route_table: RouteTable | None = None
+    rds_name: str = ""  # non-empty: the route table comes by RDS under this name
+    max_request_headers_bytes: int = 60 * 1024  # Envoy's default 60 KiB
+    request_headers_timeout: float = 10.0  # 0 disables; Envoy default is off, we choose safe
+    idle_timeout: float = 3600.0  # downstream idle; Envoy's HCM default 1 h
+    connection_limit: int = 0  # 0: unlimited
+    http_filters: tuple[str, ...] = ("envoy.filters.http.router",)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a sidecar serves with, at one version."""
+
+    version: str
+    listeners: tuple[ListenerConfig, ...]
+    clusters: dict[str, ClusterConfig]
+    node_id: str = ""
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 15000
+    raw: dict = field(default_factory=dict, compare=False)  # the source, for /config_dump
