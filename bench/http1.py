@@ -1,0 +1,164 @@
+"""HTTP/1.1 through Plait's sidecar, beside HAProxy and no proxy at all.
+
+One run starts an nginx upstream, then for each scenario (direct, haproxy, plait) starts the
+proxy, warms it up and measures it two ways:
+- saturation: wrk, one thread, 32 keep-alive connections, --duration seconds;
+- fixed rate: 1,000 req/s from `_paced.py` (open loop, per-request latency).
+The proxy runs alone on one CPU; nginx and the load generators share the other, so the
+proxy never competes with the load for a core. Peak RSS is VmHWM summed over the proxy's
+processes. The last line printed is the summary other tools read:
+
+    http1: plait_vs_haproxy_rps=<ratio> added_p50_vs_haproxy=<ratio> rss_mb=<peak>
+
+where added p50 is a proxy's p50 minus direct's p50 at 1,000 req/s.
+Method and recorded numbers: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import signal
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from _harness import LoadResult, Procs, cpu_plan, peak_rss_mb, run_paced, run_wrk
+from _peers import Server, require_tools, start_haproxy, start_nginx
+from _plait import start_sidecar
+
+SCENARIOS = ("direct", "haproxy", "plait")
+
+
+@dataclass
+class Row:
+    name: str
+    saturation: LoadResult
+    paced: LoadResult
+    rss_mb: float | None
+
+
+def start_proxy(name: str, procs: Procs, workdir: Path, upstream: Server, cpus) -> Server:
+    if name == "direct":
+        return upstream
+    if name == "haproxy":
+        return start_haproxy(procs, workdir, upstream, cpus=cpus)
+    if name == "plait":
+        return start_sidecar(procs, workdir, upstream, cpus=cpus, concurrency=1)
+    raise ValueError(name)
+
+
+def measure(name: str, target: Server, procs: Procs, args, load_cpus) -> Row:
+    if args.warmup:
+        run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup, cpus=load_cpus)
+    saturation = run_wrk(procs, target.url, connections=args.connections,
+                         seconds=args.duration, cpus=load_cpus)
+    paced = run_paced(procs, target.host, target.port, rate=args.rate,
+                      seconds=args.duration, cpus=load_cpus)
+    rss = None if name == "direct" else peak_rss_mb(target.proc)
+    return Row(name, saturation, paced, rss)
+
+
+def _us(value: float) -> str:
+    return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.0f} µs"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
+
+
+def report(rows: dict[str, Row], args, console: Console) -> str:
+    table = Table(title=f"HTTP/1.1, {args.connections} connections at saturation; "
+                        f"{args.rate} req/s fixed; {args.duration:g} s each")
+    for col in ("name", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
+                f"added p50 @{args.rate}/s", "RSS MB", "errors"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    direct = rows.get("direct")
+    added: dict[str, float | None] = {}
+    for name, row in rows.items():
+        added[name] = row.paced.p50_us - direct.paced.p50_us if direct else None
+        table.add_row(
+            name, f"{row.saturation.rps:,.0f}", _us(row.saturation.p50_us), _us(row.saturation.p99_us),
+            _us(row.paced.p50_us), _us(row.paced.p99_us),
+            "—" if added[name] is None or name == "direct" else _us(added[name]),
+            "—" if row.rss_mb is None else f"{row.rss_mb:.1f}",
+            str(row.saturation.errors + row.paced.errors))
+    console.print(table)
+    for name, row in rows.items():
+        p = row.paced.extra["paced"]
+        console.print(f"  {name}: fixed-rate sent {p['sent']} in {p['seconds']:.2f} s, "
+                      f"send lag p99 {_us(p['lag_p99'])}, queued {p['queued']}")
+    plait, haproxy = rows.get("plait"), rows.get("haproxy")
+    rps = _ratio(plait and plait.saturation.rps, haproxy and haproxy.saturation.rps)
+    p50 = _ratio(added.get("plait"), added.get("haproxy"))
+    rss = "n/a" if plait is None else f"{plait.rss_mb:.1f}"
+    return f"http1: plait_vs_haproxy_rps={rps} added_p50_vs_haproxy={p50} rss_mb={rss}"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk before measuring")
+    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    ap.add_argument("--rate", type=int, default=1000, help="fixed-rate load, req/s")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
+    ap.add_argument("--json", type=Path, help="also write the results to this file")
+    args = ap.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    if not 1 <= args.duration <= 300 or not 0 <= args.warmup <= 60:
+        ap.error("--duration must be 1..300 seconds and --warmup 0..60")
+    return args
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    require_tools("nginx", "wrk", *(["haproxy"] if "haproxy" in args.only else []))
+    signal.signal(signal.SIGTERM, _terminate)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    proxy_cpus, load_cpus = cpu_plan()
+    if proxy_cpus == load_cpus:
+        console.print("[yellow]one CPU only: proxy and load share it; numbers say little[/]")
+    rows: dict[str, Row] = {}
+    with tempfile.TemporaryDirectory(prefix="plait-bench-") as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
+            for name in [s for s in SCENARIOS if s in args.only]:
+                console.print(f"[bold]{name}[/]: measuring …")
+                target = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
+                try:
+                    rows[name] = measure(name, target, procs, args, load_cpus)
+                finally:
+                    if target is not upstream:
+                        procs.stop(target.proc)
+        except KeyboardInterrupt:
+            console.print("interrupted; stopping everything")
+            return 130
+        finally:
+            procs.stop_all()
+    summary = report(rows, args, console)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "benchmark": "http1", "python": sys.version.split()[0], "machine": platform.machine(),
+            "proxy_cpus": sorted(proxy_cpus), "load_cpus": sorted(load_cpus),
+            "duration": args.duration, "rate": args.rate, "connections": args.connections,
+            "rows": {name: asdict(row) for name, row in rows.items()}, "summary": summary,
+        }, indent=2))
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
