@@ -1,0 +1,65 @@
+"""The resource kinds, their short names, and how a resource is identified and dumped.
+
+A resource is identified by (kind, namespace, name), as in Kubernetes. Kind names typed by
+people (`vs`, `virtualservices`, `VirtualService`) resolve to the canonical kind here, once,
+for the API and the CLI alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Union
+
+from plait.core.errors import ConfigError
+from plait.model.destination_rule import DestinationRule
+from plait.model.service_entry import ServiceEntry
+from plait.model.virtual_service import VirtualService
+
+Resource = Union[VirtualService, DestinationRule, ServiceEntry]
+
+KINDS: dict[str, type[Resource]] = {
+    "VirtualService": VirtualService,
+    "DestinationRule": DestinationRule,
+    "ServiceEntry": ServiceEntry,
+}
+
+_SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry"}
+_ALIASES = {
+    **_SHORT,
+    **{k.lower(): k for k in KINDS},
+    **{k.lower() + "s": k for k in KINDS},
+    "serviceentries": "ServiceEntry",
+}
+
+
+class ResourceKey(NamedTuple):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def resolve_kind(text: str) -> str:
+    """'vs', 'VirtualServices', 'virtualservice' → 'VirtualService'; else ConfigError."""
+    kind = _ALIASES.get(text.lower())
+    if kind is None:
+        known = ", ".join(f"{k} ({s})" for s, k in _SHORT.items())
+        raise ConfigError("kind", f"unknown kind {text!r}; expected one of {known}")
+    return kind
+
+
+def key_of(resource: Resource) -> ResourceKey:
+    return ResourceKey(resource.kind, resource.metadata.namespace, resource.metadata.name)
+
+
+def to_dict(resource: Resource) -> dict[str, Any]:
+    """The resource as Istio YAML would have it: camelCase, without unset fields.
+
+    Parsing the result gives an equal resource back.
+    """
+    doc = resource.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    doc["apiVersion"] = resource.api_version
+    doc["kind"] = resource.kind
+    doc.setdefault("metadata", {})["namespace"] = resource.metadata.namespace
+    return doc
