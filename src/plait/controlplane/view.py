@@ -18,6 +18,18 @@ class MeshState(MeshView):
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
+        self._changes = 0
+        # Subscribed first, so the count is already bumped when other watchers run.
+        self.subscribe(self._count)
+
+    def _count(self) -> None:
+        self._changes += 1
+
+    @property
+    def revision(self) -> int:
+        """Grows with every config or registry change (not part of `MeshView`; a handy
+        version label for snapshots). Starts at the store's revision."""
+        return self.store.revision + self._changes
 
     def resources(self, kind: str) -> list[Resource]:
         """Current validated resources of `kind`, by namespace then name; [] for an

@@ -1,0 +1,179 @@
+"""`plait control`: the config store, the registry, the REST API and the xDS push in one
+asyncio program.
+
+Assembly, in order: open the store (SQLite in the data directory), create the registry,
+join both into the `MeshState` view, start the push side on that view (if installed),
+then serve the API with uvicorn as a task of the same task group. Once the API socket is
+accepting, one line goes to stdout:
+
+    plait control ready api=HOST:PORT xds=HOST:PORT
+
+with the real ports (port 0 picks a free one), so launchers wait on it instead of
+guessing. SIGTERM and SIGINT stop the API, the push side and the lease checker, then the
+store is closed and the process exits 0.
+
+Push hook. If `plait.controlplane.push` exports `start_push`, it is called as
+
+    start_push(view: MeshView, xds_host: str, xds_port: int) -> async context manager
+
+and entered before the API starts; it is exited on shutdown. The object it yields may have
+`port` (the bound xDS port, needed when xds_port is 0) and `proxy_status()`
+(a `ProxyStatusSource` for `GET /api/v1/proxies`); both are optional. Without the push
+side the ready line says `xds=off`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+import sys
+from typing import Any, Callable
+
+import uvicorn
+
+from plait.core.errors import PlaitError
+from plait.controlplane.api import create_app
+from plait.controlplane.registry import Registry
+from plait.controlplane.store import SqliteStore
+from plait.controlplane.view import MeshState
+
+log = logging.getLogger("plait.control")
+
+DEFAULT_API_PORT = 15080
+DEFAULT_XDS_PORT = 15010  # Istio's plaintext xDS port
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn that reports readiness and leaves signals to its owner."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        # The control plane owns SIGTERM/SIGINT; uvicorn would re-raise them after
+        # shutdown and turn a clean stop into death by signal.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
+def find_start_push() -> Callable[..., Any] | None:
+    """The push side's `start_push`, or None when `plait.controlplane.push` is absent.
+
+    A push package that exists but fails to import is an error, not a silent "off".
+    """
+    try:
+        module = importlib.import_module("plait.controlplane.push")
+    except ModuleNotFoundError as exc:
+        if exc.name == "plait.controlplane.push":
+            return None
+        raise
+    return getattr(module, "start_push", None)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PlaitError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _xds_address(push: Any, args: argparse.Namespace) -> str:
+    if push is None:
+        return "off"
+    return _hostport(args.xds_host, getattr(push, "port", args.xds_port))
+
+
+async def run_control(args: argparse.Namespace) -> int:
+    """Run the control plane until SIGTERM/SIGINT. `args` carries data_dir, api_host,
+    api_port, xds_host and xds_port (see `add_arguments`). Returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        store = SqliteStore.open(args.data_dir)
+    except (PlaitError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        registry = Registry()
+        view = MeshState(store, registry)
+        start_push = find_start_push()
+        async with contextlib.AsyncExitStack() as stack:
+            push = None
+            if start_push is not None:
+                push = await stack.enter_async_context(
+                    start_push(view, args.xds_host, args.xds_port)
+                )
+            proxy_status = getattr(push, "proxy_status", None) or (lambda: [])
+            app = create_app(store=store, registry=registry, proxy_status=proxy_status)
+            sock = _bind(args.api_host, args.api_port)
+            stack.callback(sock.close)
+            config = uvicorn.Config(
+                app, log_level="warning", access_log=False, lifespan="off",
+                timeout_graceful_shutdown=5,
+            )  # fmt: skip
+            api = _ApiServer(config)
+            async with asyncio.TaskGroup() as tg:
+                leases = tg.create_task(registry.run(), name="registry-leases")
+                serving = tg.create_task(api.serve(sockets=[sock]), name="api")
+                ready = tg.create_task(api.ready.wait())
+                await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+                if api.ready.is_set():
+                    print(f"plait control ready api={_hostport(args.api_host, sock.getsockname()[1])}"
+                          f" xds={_xds_address(push, args)}", flush=True)  # fmt: skip
+                    await asyncio.wait([serving, tg.create_task(stop.wait())],
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                ready.cancel()
+                api.should_exit = True
+                leases.cancel()
+                stop.set()
+            if not api.ready.is_set():
+                raise PlaitError("the API server stopped during start-up")
+        return 0
+    except PlaitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, help="where the config store lives")
+    parser.add_argument("--api-host", default="127.0.0.1")
+    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT,
+                        help=f"REST API port (default {DEFAULT_API_PORT}; 0 picks a free one)")
+    parser.add_argument("--xds-host", default="127.0.0.1")
+    parser.add_argument("--xds-port", type=int, default=DEFAULT_XDS_PORT,
+                        help=f"xDS (ADS) port (default {DEFAULT_XDS_PORT}; 0 picks a free one)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point for the `control` subcommand."""
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a declared dependency; stay usable without it
+        return asyncio.run(run_control(args))
+    return uvloop.run(run_control(args))
