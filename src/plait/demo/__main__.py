@@ -1,0 +1,3 @@
+from plait.demo.single import main
+
+raise SystemExit(main())
