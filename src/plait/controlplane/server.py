@@ -44,9 +44,6 @@ from plait.controlplane.view import MeshState
 
 log = logging.getLogger("plait.control")
 
-DEFAULT_API_PORT = 15080
-DEFAULT_XDS_PORT = 15010  # Istio's plaintext xDS port
-
 
 class _ApiServer(uvicorn.Server):
     """uvicorn that reports readiness and leaves signals to its owner."""
@@ -107,7 +104,7 @@ def _xds_address(push: Any, args: argparse.Namespace) -> str:
 
 async def run_control(args: argparse.Namespace) -> int:
     """Run the control plane until SIGTERM/SIGINT. `args` carries data_dir, api_host,
-    api_port, xds_host and xds_port (see `add_arguments`). Returns the exit code."""
+    api_port, xds_host and xds_port (the `plait control` options). Returns the exit code."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -158,16 +155,6 @@ async def run_control(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", required=True, help="where the config store lives")
-    parser.add_argument("--api-host", default="127.0.0.1")
-    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT,
-                        help=f"REST API port (default {DEFAULT_API_PORT}; 0 picks a free one)")
-    parser.add_argument("--xds-host", default="127.0.0.1")
-    parser.add_argument("--xds-port", type=int, default=DEFAULT_XDS_PORT,
-                        help=f"xDS (ADS) port (default {DEFAULT_XDS_PORT}; 0 picks a free one)")
 
 
 def main(args: argparse.Namespace) -> int:
