@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plait.cli import control_cmds
+
 
 def _sidecar(args: argparse.Namespace) -> int:
     from plait.dataplane.sidecar import SidecarOptions, run
@@ -32,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plait", description="Plait service mesh")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_sidecar(sub)
-    try:
-        from plait.cli import control_cmds
-    except ImportError:
-        control_cmds = None
-    if control_cmds is not None:
-        control_cmds.register(sub)
+    control_cmds.register(sub)
     return parser
 
 

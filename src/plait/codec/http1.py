@@ -1,0 +1,311 @@
+"""HTTP/1.1 codec, sans-IO: bytes in, events out; events in, bytes out.
+
+llhttp (through httptools) does the parsing at C speed and is strict where smuggling
+lives: Content-Length with Transfer-Encoding, duplicate Content-Length, Transfer-Encoding
+not ending in chunked, obs-fold, bad chunk sizes, NUL or bare CR in values are all refused.
+This module adds what a proxy needs on top: a bound on the header section (431), a Host
+header for HTTP/1.1 (RFC 9112 3.2), hop-by-hop headers taken out (RFC 9110 7.6.1) and
+framing re-derived, so what we forward is always framed by us and never by the peer.
+
+Every malformed input raises `ProtocolError` — nothing else — whether fed whole or byte by
+byte (tests/fuzz checks exactly that). No sockets, no clock, no asyncio here.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from plait.core.errors import ProtocolError, Reason
+
+# Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1, plus the
+# de-facto Keep-Alive and Proxy-Connection that Envoy also strips).
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+     b"upgrade", b"trailer", b"expect")
+)
+
+DEFAULT_MAX_HEADER_BYTES = 60 * 1024  # Envoy's max_request_headers_kb default
+
+
+class Request:
+    """A request head. `headers` holds end-to-end headers with lower-case names."""
+
+    __slots__ = ("method", "target", "http10", "headers", "host", "keep_alive", "chunked",
+                 "content_length", "upgrade", "expect_continue")
+
+    def __init__(self, method: bytes, target: bytes, http10: bool, headers: list,
+                 host: bytes, keep_alive: bool, chunked: bool, content_length: int,
+                 upgrade: bytes | None, expect_continue: bool) -> None:
+        self.method = method
+        self.target = target
+        self.http10 = http10
+        self.headers = headers
+        self.host = host
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length  # -1: none given
+        self.upgrade = upgrade
+        self.expect_continue = expect_continue
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
+
+class Response:
+    """A response head; same conventions as `Request`."""
+
+    __slots__ = ("status", "reason", "headers", "keep_alive", "chunked", "content_length",
+                 "upgrade")
+
+    def __init__(self, status: int, reason: bytes, headers: list, keep_alive: bool,
+                 chunked: bool, content_length: int, upgrade: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length
+        self.upgrade = upgrade
+
+
+class Data:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class EndOfMessage:
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: list | None = None) -> None:
+        self.trailers = trailers
+
+
+class Upgraded:
+    """The connection left HTTP (101 or CONNECT): what follows are tunnel bytes."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _Codec:
+    """What request and response parsing share: header collection and limits."""
+
+    def __init__(self, parser_type, max_header_bytes: int) -> None:
+        self._parser_type = parser_type
+        self._parser = parser_type(self)
+        self._max = max_header_bytes
+        self._events: list = []
+        self._in_head = False
+        self._in_message = False
+        self._head_bytes = 0
+        self._upgraded = False
+        self._reset_head()
+
+    def _reset_head(self) -> None:
+        self._headers: list = []
+        self._trailers: list | None = None
+        self._host = b""
+        self._chunked = False
+        self._length = -1
+        self._conn_tokens = b""
+        self._upgrade: bytes | None = None
+        self._expect = False
+        self._url = b""
+        self._size = 0
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._in_head = True
+        self._head_bytes = 0
+        self._reset_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._size += len(url)
+
+    def on_status(self, status: bytes) -> None:
+        self._url += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._size += len(name) + len(value) + 4
+        if self._size > self._max:
+            raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
+        name = name.lower()
+        if self._trailers is not None:
+            if name not in HOP_BY_HOP and name != b"content-length":
+                self._trailers.append((name, value))
+            return
+        if name in HOP_BY_HOP:
+            if name == b"transfer-encoding":
+                self._chunked = True  # llhttp admits only a final "chunked"
+            elif name == b"connection":
+                self._conn_tokens += b"," + value.lower()
+            elif name == b"upgrade":
+                self._upgrade = value
+            elif name == b"expect":
+                if value.lower() != b"100-continue":
+                    raise ProtocolError("unsupported Expect")
+                self._expect = True
+            return
+        if name == b"content-length":
+            self._length = int(value)  # llhttp validated the digits
+        elif name == b"host":
+            if self._host:
+                raise ProtocolError("duplicate Host")
+            self._host = value
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._events.append(EndOfMessage(self._trailers))
+        self._trailers = None
+
+    # -- driving ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list:
+        """Feed bytes; return the events they completed. Raises ProtocolError."""
+        if self._upgraded:
+            return [Data(data)] if data else []
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded = True
+            rest = data[upgrade.args[0]:]
+            self._events.append(Upgraded(rest))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            if isinstance(cause, _HeadDone):
+                self._parser = self._parser_type(self)
+            else:
+                raise ProtocolError(f"malformed message: {cause}") from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(f"malformed message: {exc}") from None
+        if self._in_head and self._head_bytes > self._max:
+            raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def in_head(self) -> bool:
+        """Part of a message head has arrived and the rest has not."""
+        return self._in_head
+
+    def receive_eof(self) -> list:
+        """The peer closed. Returns the events that completes (the end of a body delimited
+        by close); raises ProtocolError when a message was cut short."""
+        if self._in_message and not self._upgraded:
+            self._in_message = False
+            if self._close_delimited():
+                return [EndOfMessage(None)]
+            raise ProtocolError("connection closed mid-message")
+        return []
+
+    def _close_delimited(self) -> bool:
+        return False
+
+    def _conn_has(self, token: bytes) -> bool:
+        return token in self._conn_tokens
+
+
+class _HeadDone(Exception):
+    """Stops llhttp after a head with no body that llhttp cannot know of (HEAD)."""
+
+
+class Http1ServerCodec(_Codec):
+    """Parses requests from a downstream client."""
+
+    def __init__(self, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        super().__init__(httptools.HttpRequestParser, max_header_bytes)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        http10 = parser.get_http_version() == "1.0"
+        method = parser.get_method()
+        if not http10 and not self._host:
+            raise ProtocolError("HTTP/1.1 request without Host")
+        if method == b"CONNECT":
+            raise ProtocolError("CONNECT is not supported")
+        upgrade = self._upgrade if self._conn_has(b"upgrade") else None
+        self._events.append(Request(
+            method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
+            self._chunked, self._length, upgrade, self._expect))
+        if self._chunked:
+            self._trailers = []
+
+
+class Http1ClientCodec(_Codec):
+    """Parses responses from an upstream server. Call `expect_head_response()` before
+    the response to a HEAD request, whose Content-Length announces no body."""
+
+    def __init__(self, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        super().__init__(httptools.HttpResponseParser, max_header_bytes)
+        self._head_request = False
+
+    def expect_head_response(self) -> None:
+        self._head_request = True
+
+    def _close_delimited(self) -> bool:
+        status = self._parser.get_status_code()
+        return (not self._in_head and not self._chunked and self._length < 0
+                and status >= 200 and status not in (204, 304))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        status = parser.get_status_code()
+        keep_alive = parser.should_keep_alive()
+        upgrade = status == 101 and self._upgrade is not None
+        self._events.append(Response(
+            status, self._url, self._headers, keep_alive, self._chunked, self._length, upgrade))
+        if self._chunked:
+            self._trailers = []
+        if self._head_request and status >= 200:
+            self._head_request = False
+            self._in_message = False
+            self._events.append(EndOfMessage(None))
+            raise _HeadDone()
+
+
+# -- encoding -------------------------------------------------------------------------
+
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def encode_headers(headers: list) -> bytes:
+    return b"".join([b"%s: %s\r\n" % pair for pair in headers])
+
+
+def encode_request_head(method: bytes, target: bytes, headers: list, framing: bytes) -> bytes:
+    """Request line and headers. `framing` is extra header lines (ending in CRLF) such as
+    b"transfer-encoding: chunked\\r\\n"; the blank line is added here."""
+    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, encode_headers(headers), framing)
+
+
+def encode_response_head(status: int, reason: bytes, headers: list, framing: bytes) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, encode_headers(headers), framing)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def encode_last_chunk(trailers: list | None) -> bytes:
+    if not trailers:
+        return LAST_CHUNK
+    return b"0\r\n%s\r\n" % encode_headers(trailers)

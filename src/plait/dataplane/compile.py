@@ -1,0 +1,327 @@
+"""Compile xDS resources into the sidecar's plain config (`plait.dataplane.config`).
+
+This is the one road from protobuf to the data plane: a static bootstrap file and a
+control plane's push both come through `compile_snapshot`. Everything is checked here,
+once, and rejected with a field path; the request path then trusts what it is given.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from plait.core.errors import ConfigError
+from plait.dataplane import filters
+from plait.dataplane.config import (
+    ClusterConfig, Direction, Endpoint, HeaderMatch, LbPolicy, ListenerConfig, PathMatchKind,
+    RetryPolicy, Route, RouteTable, Snapshot, VirtualHost, WeightedCluster,
+)
+from plait.xds.resources import duration
+
+HCM_NAME = "envoy.filters.network.http_connection_manager"
+CONNECTION_LIMIT_NAME = "envoy.filters.network.connection_limit"
+
+_LB = {
+    cluster_pb2.Cluster.ROUND_ROBIN: LbPolicy.ROUND_ROBIN,
+    cluster_pb2.Cluster.LEAST_REQUEST: LbPolicy.LEAST_REQUEST,
+    cluster_pb2.Cluster.RANDOM: LbPolicy.RANDOM,
+    cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
+}
+_RETRY_ON = frozenset(("5xx", "gateway-error", "reset", "connect-failure",
+                       "retriable-status-codes", "refused-stream"))
+
+
+def compile_snapshot(*, version: str,
+                     listeners: Iterable[listener_pb2.Listener],
+                     clusters: Iterable[cluster_pb2.Cluster],
+                     routes: Iterable[route_pb2.RouteConfiguration] = (),
+                     endpoints: Iterable[endpoint_pb2.ClusterLoadAssignment] = (),
+                     node_id: str = "", admin: tuple[str, int] = ("127.0.0.1", 15000),
+                     root: str = "", raw: dict | None = None) -> Snapshot:
+    """Turn a consistent set of xDS resources into a Snapshot. Raises ConfigError.
+
+    Listeners that name a route configuration by RDS get it from `routes`; EDS clusters get
+    their endpoints from `endpoints`. `root` prefixes error paths ("static_resources").
+    """
+    pre = f"{root}." if root else ""
+    tables = {}
+    for i, rc in enumerate(routes):
+        tables[rc.name] = compile_route_table(rc, path=f"routes[{i}]")
+    assignments = {cla.cluster_name: cla for cla in endpoints}
+    compiled_clusters: dict[str, ClusterConfig] = {}
+    for i, c in enumerate(clusters):
+        path = f"{pre}clusters[{i}]"
+        if c.name in compiled_clusters:
+            raise ConfigError(f"{path}.name", f"duplicate cluster name {c.name!r}")
+        compiled_clusters[c.name] = compile_cluster(c, assignments, path=path)
+    compiled_listeners = []
+    seen = set()
+    for i, lis in enumerate(listeners):
+        path = f"{pre}listeners[{i}]"
+        if lis.name in seen:
+            raise ConfigError(f"{path}.name", f"duplicate listener name {lis.name!r}")
+        seen.add(lis.name)
+        compiled = compile_listener(lis, tables, path=path)
+        _check_clusters(compiled.route_table, compiled_clusters, path)
+        compiled_listeners.append(compiled)
+    return Snapshot(version=version, listeners=tuple(compiled_listeners),
+                    clusters=compiled_clusters, node_id=node_id, admin_host=admin[0],
+                    admin_port=admin[1], raw=raw or {})
+
+
+def _check_clusters(table: RouteTable | None, clusters: dict, path: str) -> None:
+    if table is None:
+        return
+    for vh in table.virtual_hosts:
+        for route in vh.routes:
+            names = [route.cluster] if route.cluster else [w.name for w in route.weighted_clusters]
+            for name in names:
+                if name not in clusters:
+                    raise ConfigError(f"{path}.route_config", f"route {route.name!r} in "
+                                      f"virtual host {vh.name!r} names unknown cluster {name!r}")
+
+
+def compile_listener(lis: listener_pb2.Listener, tables: dict, *, path: str) -> ListenerConfig:
+    if not lis.name:
+        raise ConfigError(f"{path}.name", "required")
+    sa = lis.address.socket_address
+    if not lis.HasField("address") or not sa.address:
+        raise ConfigError(f"{path}.address.socket_address.address", "required")
+    if len(lis.filter_chains) != 1:
+        raise ConfigError(f"{path}.filter_chains", "exactly one filter chain is supported")
+    limit = 0
+    hcm = None
+    for j, f in enumerate(lis.filter_chains[0].filters):
+        fpath = f"{path}.filter_chains[0].filters[{j}]"
+        if f.name == CONNECTION_LIMIT_NAME:
+            cl = connection_limit_pb2.ConnectionLimit()
+            f.typed_config.Unpack(cl)
+            limit = cl.max_connections.value
+        elif f.name == HCM_NAME:
+            hcm = hcm_pb2.HttpConnectionManager()
+            if not f.typed_config.Unpack(hcm):
+                raise ConfigError(f"{fpath}.typed_config", "not an HttpConnectionManager")
+            hcm_path = f"{fpath}.typed_config"
+        else:
+            raise ConfigError(f"{fpath}.name", f"unsupported network filter {f.name!r}")
+    if hcm is None:
+        raise ConfigError(f"{path}.filter_chains[0].filters",
+                          f"needs {HCM_NAME}")
+    table = None
+    rds_name = ""
+    if hcm.HasField("route_config"):
+        table = compile_route_table(hcm.route_config, path=f"{hcm_path}.route_config")
+    elif hcm.HasField("rds"):
+        rds_name = hcm.rds.route_config_name
+        table = tables.get(rds_name)
+        if table is None:
+            raise ConfigError(f"{hcm_path}.rds.route_config_name",
+                              f"no route configuration named {rds_name!r}")
+    else:
+        raise ConfigError(f"{hcm_path}", "needs route_config or rds")
+    names = tuple(hf.name for hf in hcm.http_filters) or ("envoy.filters.http.router",)
+    filters.check_chain(names, path=f"{hcm_path}.http_filters")
+    direction = (Direction.INBOUND if lis.traffic_direction == base_pb2.INBOUND
+                 else Direction.OUTBOUND)
+    cfg = dict(name=lis.name, host=sa.address, port=sa.port_value, direction=direction,
+               stat_prefix=hcm.stat_prefix or lis.name, route_table=table, rds_name=rds_name,
+               connection_limit=limit, http_filters=names)
+    if hcm.HasField("max_request_headers_kb"):
+        cfg["max_request_headers_bytes"] = hcm.max_request_headers_kb.value * 1024
+    if hcm.HasField("request_headers_timeout"):
+        cfg["request_headers_timeout"] = duration(hcm.request_headers_timeout)
+    if hcm.common_http_protocol_options.HasField("idle_timeout"):
+        cfg["idle_timeout"] = duration(hcm.common_http_protocol_options.idle_timeout)
+    return ListenerConfig(**cfg)
+
+
+def compile_route_table(rc: route_pb2.RouteConfiguration, *, path: str) -> RouteTable:
+    exact: dict[str, VirtualHost] = {}
+    suffixes, prefixes = [], []
+    default = None
+    vhosts = []
+    for i, vh in enumerate(rc.virtual_hosts):
+        vpath = f"{path}.virtual_hosts[{i}]"
+        if not vh.domains:
+            raise ConfigError(f"{vpath}.domains", "at least one domain is required")
+        routes = tuple(compile_route(r, path=f"{vpath}.routes[{j}]")
+                       for j, r in enumerate(vh.routes))
+        compiled = VirtualHost(name=vh.name, domains=tuple(vh.domains), routes=routes)
+        vhosts.append(compiled)
+        for domain in vh.domains:
+            domain = domain.lower()
+            if domain in exact or any(d == domain for d, _ in suffixes + prefixes) or (
+                    domain == "*" and default is not None):
+                raise ConfigError(f"{vpath}.domains", f"domain {domain!r} appears twice")
+            if domain == "*":
+                default = compiled
+            elif domain.startswith("*"):
+                suffixes.append((domain[1:], compiled))
+            elif domain.endswith("*"):
+                prefixes.append((domain[:-1], compiled))
+            else:
+                exact[domain] = compiled
+    suffixes.sort(key=lambda p: -len(p[0]))
+    prefixes.sort(key=lambda p: -len(p[0]))
+    return RouteTable(name=rc.name, exact=exact, suffixes=tuple(suffixes),
+                      prefixes=tuple(prefixes), default=default, virtual_hosts=tuple(vhosts))
+
+
+def compile_route(r: route_pb2.Route, *, path: str) -> Route:
+    m = r.match
+    spec = m.WhichOneof("path_specifier")
+    if spec == "prefix":
+        kind, value = PathMatchKind.PREFIX, m.prefix
+    elif spec == "path":
+        kind, value = PathMatchKind.EXACT, m.path
+    elif spec == "safe_regex":
+        kind, value = PathMatchKind.REGEX, m.safe_regex.regex
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ConfigError(f"{path}.match.safe_regex.regex", f"invalid regex: {exc}") from None
+    else:
+        raise ConfigError(f"{path}.match", "needs prefix, path or safe_regex")
+    case_sensitive = m.case_sensitive.value if m.HasField("case_sensitive") else True
+    headers = tuple(_header_match(h, f"{path}.match.headers[{k}]")
+                    for k, h in enumerate(m.headers))
+    out = dict(name=r.name or path.rsplit(".", 1)[-1], path_kind=kind, path=value, headers=headers,
+               case_sensitive=case_sensitive)
+    action = r.WhichOneof("action")
+    if action == "direct_response":
+        out["direct_status"] = r.direct_response.status
+        out["direct_body"] = r.direct_response.body.inline_string.encode()
+        if not 200 <= r.direct_response.status <= 599:
+            raise ConfigError(f"{path}.direct_response.status", "must be 200..599")
+        return Route(**out)
+    if action != "route":
+        raise ConfigError(f"{path}", f"unsupported route action {action!r}")
+    ra = r.route
+    target = ra.WhichOneof("cluster_specifier")
+    if target == "cluster":
+        out["cluster"] = ra.cluster
+    elif target == "weighted_clusters":
+        wcs = tuple(WeightedCluster(name=w.name, weight=w.weight.value)
+                    for w in ra.weighted_clusters.clusters)
+        if not wcs or sum(w.weight for w in wcs) <= 0:
+            raise ConfigError(f"{path}.route.weighted_clusters", "weights must sum above 0")
+        out["weighted_clusters"] = wcs
+    else:
+        raise ConfigError(f"{path}.route", "needs cluster or weighted_clusters")
+    if ra.HasField("timeout"):
+        out["timeout"] = duration(ra.timeout)
+    if ra.HasField("retry_policy"):
+        out["retry"] = _retry_policy(ra.retry_policy, f"{path}.route.retry_policy")
+    if ra.prefix_rewrite:
+        out["prefix_rewrite"] = ra.prefix_rewrite
+    if ra.host_rewrite_literal:
+        out["host_rewrite"] = ra.host_rewrite_literal
+    for k, hp in enumerate(ra.hash_policy):
+        if hp.HasField("header"):
+            out["hash_header"] = hp.header.header_name.lower().encode()
+            break
+    return Route(**out)
+
+
+def _header_match(h: route_pb2.HeaderMatcher, path: str) -> HeaderMatch:
+    name = h.name.lower().encode()
+    kind = h.WhichOneof("header_match_specifier")
+    if kind == "present_match":
+        return HeaderMatch(name=name, present=h.present_match, invert=h.invert_match)
+    if kind == "exact_match":
+        return HeaderMatch(name=name, exact=h.exact_match.encode(), invert=h.invert_match)
+    if kind == "prefix_match":
+        return HeaderMatch(name=name, prefix=h.prefix_match.encode(), invert=h.invert_match)
+    if kind == "string_match":
+        sm = h.string_match
+        which = sm.WhichOneof("match_pattern")
+        if which == "exact":
+            return HeaderMatch(name=name, exact=sm.exact.encode(), invert=h.invert_match)
+        if which == "prefix":
+            return HeaderMatch(name=name, prefix=sm.prefix.encode(), invert=h.invert_match)
+        raise ConfigError(f"{path}.string_match", f"unsupported match {which!r}")
+    if kind is None:
+        return HeaderMatch(name=name, present=True, invert=h.invert_match)
+    raise ConfigError(path, f"unsupported header match {kind!r}")
+
+
+def _retry_policy(rp: route_pb2.RetryPolicy, path: str) -> RetryPolicy:
+    conditions = frozenset(c.strip() for c in rp.retry_on.split(",") if c.strip())
+    unknown = conditions - _RETRY_ON
+    if unknown:
+        raise ConfigError(f"{path}.retry_on", f"unsupported condition(s) {sorted(unknown)}")
+    out = dict(retry_on=conditions)
+    out["num_retries"] = rp.num_retries.value if rp.HasField("num_retries") else 1
+    if rp.HasField("per_try_timeout"):
+        out["per_try_timeout"] = duration(rp.per_try_timeout)
+    if rp.HasField("retry_back_off"):
+        base = duration(rp.retry_back_off.base_interval)
+        if base <= 0:
+            raise ConfigError(f"{path}.retry_back_off.base_interval", "must be above 0")
+        out["base_interval"] = base
+        out["max_interval"] = (duration(rp.retry_back_off.max_interval)
+                               if rp.retry_back_off.HasField("max_interval") else 10 * base)
+    if rp.retriable_status_codes:
+        out["retriable_status_codes"] = frozenset(rp.retriable_status_codes)
+    return RetryPolicy(**out)
+
+
+def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> ClusterConfig:
+    if not c.name:
+        raise ConfigError(f"{path}.name", "required")
+    if c.lb_policy not in _LB:
+        raise ConfigError(f"{path}.lb_policy", "unsupported load balancing policy")
+    if c.HasField("transport_socket"):
+        raise ConfigError(f"{path}.transport_socket", "TLS to upstreams is not supported yet")
+    out = dict(name=c.name, lb_policy=_LB[c.lb_policy])
+    if c.HasField("connect_timeout"):
+        out["connect_timeout"] = duration(c.connect_timeout)
+    cho = c.common_http_protocol_options
+    if cho.HasField("idle_timeout"):
+        out["idle_timeout"] = duration(cho.idle_timeout)
+    if cho.HasField("max_requests_per_connection"):
+        out["max_requests_per_connection"] = cho.max_requests_per_connection.value
+    elif c.HasField("max_requests_per_connection"):
+        out["max_requests_per_connection"] = c.max_requests_per_connection.value
+    if c.ring_hash_lb_config.HasField("minimum_ring_size"):
+        out["ring_size"] = min(c.ring_hash_lb_config.minimum_ring_size.value, 1 << 20)
+    if c.type == cluster_pb2.Cluster.EDS:
+        name = c.eds_cluster_config.service_name or c.name
+        out["eds_service_name"] = name
+        cla = assignments.get(name)
+        out["endpoints"] = _endpoints(cla, f"endpoints[{name}]") if cla is not None else ()
+    else:
+        out["endpoints"] = _endpoints(c.load_assignment, f"{path}.load_assignment")
+    return ClusterConfig(**out)
+
+
+def _endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tuple[Endpoint, ...]:
+    out = []
+    for i, locality in enumerate(cla.endpoints):
+        for j, lb in enumerate(locality.lb_endpoints):
+            sa = lb.endpoint.address.socket_address
+            epath = f"{path}.endpoints[{i}].lb_endpoints[{j}].endpoint.address.socket_address"
+            if not sa.address:
+                raise ConfigError(f"{epath}.address", "required")
+            if not 0 < sa.port_value < 65536:
+                raise ConfigError(f"{epath}.port_value", "must be 1..65535")
+            if lb.health_status in (health_check_pb2.UNHEALTHY, health_check_pb2.DRAINING):
+                continue
+            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
+            labels = ()
+            meta = lb.metadata.filter_metadata.get("plait")
+            if meta is not None:
+                labels = tuple(sorted((k, str(v)) for k, v in meta.items()))
+            out.append(Endpoint(host=sa.address, port=sa.port_value, weight=max(weight, 1),
+                                zone=locality.locality.zone, labels=labels))
+    return tuple(out)

@@ -1,0 +1,450 @@
+"""One request's journey through the router: route, balance, pool, forward, retry.
+
+An `Exchange` is created for each request head a downstream connection parses and lives
+until the response is complete (or the sidecar answers itself). It is a callback-driven
+state machine rather than a coroutine, because a task per request costs more than the
+whole of the work here. The flow, in order:
+
+    start → route → cluster → attempt → (pooled connection | connect) → attach → send
+      upstream response head → retry? (5xx, per `retry_on`) → stream to downstream → finish
+
+Failures become a `Reason`, turned into a status at one edge (`local_reply`). A request
+is retried only while its response has not started and its body, if any, is still held
+in the retry buffer (`RetryPolicy.buffer_limit`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from plait.codec.http1 import (
+    EndOfMessage, Response, encode_chunk, encode_last_chunk, encode_request_head,
+    encode_response_head,
+)
+from plait.core.errors import Reason
+from plait.dataplane.http.local_reply import direct_response, local_response
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_CLOSE = b"connection: close\r\n"
+_KEEP_ALIVE = b"connection: keep-alive\r\n"
+
+# Which `retry_on` conditions cover each kind of failure (Envoy's semantics).
+_COVERS = {
+    "connect-failure": frozenset(("connect-failure", "5xx", "gateway-error", "reset")),
+    "reset": frozenset(("reset", "5xx")),
+    "timeout": frozenset(("5xx", "gateway-error", "reset")),
+}
+_GATEWAY = frozenset((502, 503, 504))
+
+
+class Exchange:
+    __slots__ = (
+        "down", "mgr", "request", "route", "cluster", "host", "upstream", "head", "body",
+        "body_size", "retriable", "trailers", "request_done", "response_started",
+        "response_done", "down_chunked", "code", "reason", "attempts", "retries", "timer",
+        "try_timer", "retry_handle", "reused", "finished", "upgraded", "t_start",
+        "t_request_end", "t_connect", "t_connected", "t_first_byte", "bytes_sent",
+        "upstream_keep_alive", "upstream_key",
+    )
+
+    def __init__(self, down, request) -> None:
+        self.down = down
+        self.mgr = down.mgr
+        self.request = request
+        self.route = None
+        self.cluster = None
+        self.host = None
+        self.upstream = None
+        self.head = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.retriable = True  # the whole body so far is held for a retry
+        self.trailers = None
+        self.request_done = False
+        self.response_started = False
+        self.response_done = False
+        self.down_chunked = False
+        self.code = 0
+        self.reason: Reason | None = None
+        self.attempts = 0
+        self.retries = 0
+        self.timer = None
+        self.try_timer = None
+        self.retry_handle = None
+        self.reused = False
+        self.finished = False
+        self.upgraded = False
+        self.t_start = time.monotonic()
+        self.t_request_end = 0.0
+        self.t_connect = 0.0
+        self.t_connected = 0.0
+        self.t_first_byte = 0.0
+        self.bytes_sent = 0
+        self.upstream_keep_alive = True
+        self.upstream_key = ""
+
+    # -- request side -------------------------------------------------------------------
+
+    def start(self) -> None:
+        mgr = self.mgr
+        req = self.request
+        router = mgr.router
+        compiled = router.route(req.host, req.target, req.headers) if router else None
+        if compiled is None:
+            return self.local_reply(Reason.NO_ROUTE)
+        route = self.route = compiled.route
+        if route.direct_status:
+            return self.direct_reply(route.direct_status, route.direct_body)
+        cluster = self.cluster = mgr.clusters.get(compiled.pick_cluster())
+        if cluster is None:
+            return self.local_reply(Reason.NO_CLUSTER)
+        cluster.stats.rq_active += 1
+        target = req.target
+        if route.prefix_rewrite is not None:
+            target = route.prefix_rewrite.encode() + target[len(route.path):]
+        headers = req.headers
+        if route.host_rewrite is not None:
+            headers = [(n, v) for n, v in headers if n != b"host"]
+            headers.append((b"host", route.host_rewrite.encode()))
+        elif not req.host:
+            headers = headers + [(b"host", cluster.name.encode())]
+        framing = _CHUNKED if req.chunked else b""
+        if req.upgrade is not None:
+            framing += b"connection: upgrade\r\nupgrade: %s\r\n" % req.upgrade
+        self.head = encode_request_head(req.method, target, headers, framing)
+        if route.timeout > 0:
+            self.timer = mgr.loop.call_later(route.timeout, self.on_timeout)
+        if req.expect_continue:
+            self.down.send(_CONTINUE)
+        self.attempt()
+
+    def on_request_data(self, data: bytes) -> None:
+        self.body_size += len(data)
+        wire = encode_chunk(data) if self.request.chunked and not self.upgraded else data
+        conn = self.upstream
+        if conn is not None:
+            conn.transport.write(wire)
+            if self.retriable:
+                if self.body_size > self._buffer_limit():
+                    self.retriable = False
+                    self.body = []
+                else:
+                    self.body.append(wire)
+        else:
+            self.body.append(wire)
+            if self.body_size > 1 << 20:
+                self.down.pause_reading()  # hold at most ~1 MiB while connecting
+
+    def on_request_end(self, trailers) -> None:
+        self.request_done = True
+        self.t_request_end = time.monotonic()
+        if self.request.chunked:
+            last = encode_last_chunk(trailers)
+            if self.upstream is not None:
+                self.upstream.transport.write(last)
+                if self.retriable:
+                    self.body.append(last)
+            else:
+                self.body.append(last)
+
+    def _buffer_limit(self) -> int:
+        policy = self.route.retry if self.route is not None else None
+        return policy.buffer_limit if policy is not None else 0
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def attempt(self) -> None:
+        self.attempts += 1
+        route = self.route
+        key = None
+        if route.hash_header is not None:
+            for n, v in self.request.headers:
+                if n == route.hash_header:
+                    key = v
+                    break
+        host = self.cluster.lb.pick(key)
+        if host is None:
+            return self.fail(Reason.NO_HEALTHY_UPSTREAM)
+        self.host = host
+        self.upstream_key = host.key
+        host.active += 1
+        host.rq_total += 1
+        policy = route.retry
+        if policy is not None and policy.per_try_timeout > 0:
+            self.try_timer = self.mgr.loop.call_later(policy.per_try_timeout, self.on_try_timeout)
+        conn = host.take_idle()
+        if conn is not None:
+            self.attach(conn, reused=True)
+        else:
+            self.t_connect = time.monotonic()
+            n = self.attempts
+            self.cluster.connect(host, lambda conn, exc: self.on_connected(conn, exc, n))
+
+    def on_connected(self, conn, exc, attempt: int) -> None:
+        if self.finished or attempt != self.attempts or self.upstream is not None:
+            if conn is not None:  # this attempt was given up meanwhile: pool the connection
+                conn.host.release(conn, time.monotonic())
+            return
+        if exc is not None:
+            return self.attempt_failed(Reason.UPSTREAM_CONNECT_FAILURE, "connect-failure")
+        self.t_connected = time.monotonic()
+        self.attach(conn, reused=False)
+
+    def attach(self, conn, *, reused: bool) -> None:
+        self.upstream = conn
+        self.reused = reused
+        conn.exchange = self
+        conn.requests += 1
+        if self.request.method == b"HEAD":
+            conn.codec.expect_head_response()
+        if self.body:
+            conn.transport.write(self.head + b"".join(self.body))
+            if self.body_size > self._buffer_limit():
+                self.retriable = False
+                self.body = []
+            self.down.resume_reading()
+        else:
+            conn.transport.write(self.head)
+
+    def _end_attempt(self) -> None:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        if self.host is not None:
+            self.host.active -= 1
+            self.host = None
+
+    def _can_retry(self, condition: str | None, status: int = 0) -> bool:
+        policy = self.route.retry if self.route else None
+        if policy is None or self.retries >= policy.num_retries or not self.retriable:
+            return False
+        if self.response_started or self.finished:
+            return False
+        on = policy.retry_on
+        if condition is not None:
+            return not on.isdisjoint(_COVERS[condition])
+        return (("5xx" in on and status >= 500) or ("gateway-error" in on and status in _GATEWAY)
+                or ("retriable-status-codes" in on and status in policy.retriable_status_codes))
+
+    def attempt_failed(self, reason: Reason, condition: str | None) -> None:
+        self._end_attempt()
+        if self._can_retry(condition):
+            self._schedule_retry()
+        else:
+            self.fail(reason)
+
+    def _schedule_retry(self) -> None:
+        policy = self.route.retry
+        self.retries += 1
+        self.cluster.stats.rq_retry += 1
+        # Envoy's fully jittered exponential back-off: uniform in [0, base * (2^n - 1)].
+        ceiling = min(policy.base_interval * ((1 << self.retries) - 1), policy.max_interval)
+        self.retry_handle = self.mgr.loop.call_later(random.random() * ceiling, self._retry)
+
+    def _retry(self) -> None:
+        self.retry_handle = None
+        if not self.finished:
+            self.attempt()
+
+    # -- response side ------------------------------------------------------------------
+
+    def on_upstream_events(self, conn, events: list) -> None:
+        for ev in events:
+            if self.upstream is not conn:
+                break  # a retry or a failure already let go of this connection
+            kind = type(ev)
+            if kind is Response:
+                self.on_response_head(conn, ev)
+            elif kind is EndOfMessage:
+                self.on_response_end(conn, ev.trailers)
+            elif self.response_started:  # Data, or Upgraded tunnel bytes
+                data = ev.data
+                if data:
+                    self.bytes_sent += len(data)
+                    self.down.send(encode_chunk(data) if self.down_chunked else data)
+        self.down.flush()
+
+    def on_response_head(self, conn, resp) -> None:
+        status = resp.status
+        if status < 200 and status != 101:
+            return  # 1xx interim: the client already had our own 100 Continue
+        if self._can_retry(None, status):
+            conn.exchange = None
+            conn.close()
+            self.upstream = None
+            self._end_attempt()
+            self._schedule_retry()
+            return
+        self.response_started = True
+        self.t_first_byte = time.monotonic()
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.code = status
+        self.upstream_keep_alive = resp.keep_alive
+        req = self.request
+        down = self.down
+        framing = b""
+        keep_alive = req.keep_alive and not down.draining
+        if status == 101:
+            self.upgraded = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            framing = b"connection: upgrade\r\nupgrade: %s\r\n" % (req.upgrade or b"")
+            keep_alive = True  # the tunnel ends the connection when it ends
+        else:
+            if req.upgrade is not None:
+                keep_alive = False  # the client may already be sending tunnel bytes
+            no_body = req.method == b"HEAD" or status in (204, 304)
+            if not no_body and resp.content_length < 0:
+                if req.http10:
+                    keep_alive = False  # HTTP/1.0 knows no chunked: close-delimited
+                else:
+                    framing = _CHUNKED
+                    self.down_chunked = True
+            if not keep_alive:
+                framing += _CLOSE
+                down.close_after = True
+            elif req.http10:
+                framing += _KEEP_ALIVE
+        down.send(encode_response_head(status, resp.reason, resp.headers, framing))
+
+    def on_response_end(self, conn, trailers) -> None:
+        if self.down_chunked:
+            self.down.send(encode_last_chunk(trailers))
+        self.upstream = None
+        if not (self.upstream_keep_alive and self.request_done):
+            conn.reusable = False
+        conn.host.release(conn, time.monotonic())
+        self.response_done = True
+        self.finish()
+
+    def on_upstream_lost(self, conn, tail) -> None:
+        if conn is not self.upstream:
+            return
+        if tail:
+            self.on_upstream_events(conn, tail)  # a close-delimited body just ended
+            return
+        self.upstream = None
+        conn.exchange = None
+        if self.upgraded:
+            self.response_done = True
+            self.finish()
+            self.down.close()
+            return
+        if self.response_started:
+            self.cluster.stats.rq_reset += 1
+            return self.abort(Reason.UPSTREAM_RESET)
+        if self.reused and not conn.received and self.retriable:
+            # A pooled connection the upstream had already closed: not the request's
+            # fault, so try once more on a fresh connection without spending a retry.
+            self._end_attempt()
+            self.attempts -= 1
+            return self.attempt()
+        self.cluster.stats.rq_reset += 1
+        self.attempt_failed(Reason.UPSTREAM_RESET, "reset")
+
+    def on_upstream_error(self, conn, exc) -> None:
+        conn.exchange = None
+        conn.close()
+        self.upstream = None
+        if self.response_started:
+            return self.abort(Reason.UPSTREAM_PROTOCOL_ERROR)
+        self.attempt_failed(Reason.UPSTREAM_PROTOCOL_ERROR, None)
+
+    # -- timeouts -----------------------------------------------------------------------
+
+    def _drop_upstream(self) -> None:
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.exchange = None
+            conn.close()
+
+    def on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.finished or self.response_started:
+            return
+        self.cluster.stats.rq_timeout += 1
+        self._drop_upstream()
+        self.attempt_failed(Reason.UPSTREAM_TIMEOUT, "timeout")
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        self.cluster.stats.rq_timeout += 1
+        self._drop_upstream()
+        if self.response_started:
+            return self.abort(Reason.UPSTREAM_TIMEOUT)
+        self._end_attempt()
+        self.fail(Reason.UPSTREAM_TIMEOUT)
+
+    # -- endings ------------------------------------------------------------------------
+
+    def fail(self, reason: Reason) -> None:
+        if self.response_started:
+            return self.abort(reason)
+        self.local_reply(reason)
+
+    def local_reply(self, reason: Reason) -> None:
+        """Answer the request ourselves, naming the reason."""
+        self.reason = reason
+        req = self.request
+        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.down.draining
+        self.code, wire = local_response(
+            reason, keep_alive=keep_alive, http10=req.http10, head_only=req.method == b"HEAD")
+        if not keep_alive:
+            self.down.close_after = True
+        self.response_started = self.response_done = True
+        self.down.send(wire)
+        self.finish()
+
+    def direct_reply(self, status: int, body: bytes) -> None:
+        req = self.request
+        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.down.draining
+        self.code = status
+        if not keep_alive:
+            self.down.close_after = True
+        self.response_started = self.response_done = True
+        self.down.send(direct_response(status, body, keep_alive=keep_alive,
+                                                http10=req.http10,
+                                                head_only=req.method == b"HEAD"))
+        self.finish()
+
+    def request_done_or_bodyless(self) -> bool:
+        return self.request_done or not self.request.has_body
+
+    def abort(self, reason: Reason) -> None:
+        """The response had started: the only honest signal left is closing the connection."""
+        self.reason = reason
+        self._drop_upstream()
+        self.response_done = True
+        self.finish()
+        self.down.abort()
+
+    def on_downstream_lost(self) -> None:
+        if self.finished:
+            return
+        self._drop_upstream()
+        self.response_done = True
+        if not self.response_started:
+            self.code = 0  # the client went away first (Envoy's 0 / "DC")
+        self.finish()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._end_attempt()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+        self.mgr.record(self)
+        self.down.on_exchange_done(self)
