@@ -156,6 +156,7 @@ class Traffic:
     async def run(self, stats: ClientStats, *, duration_s: float | None = None) -> None:
         """Sends until `duration_s` elapses (forever if None), then waits for the requests
         already sent. If cancelled, requests in flight are abandoned uncounted."""
+        stats.started = time.monotonic()
         try:
             async with asyncio.TaskGroup() as tasks:
                 start = time.monotonic()

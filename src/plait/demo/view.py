@@ -11,6 +11,7 @@ counters and gauges, busiest first.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,19 @@ def tail_lines(path: Path | None, count: int = 5, max_bytes: int = 8192) -> list
     return lines[-count:]
 
 
+def _access_line(line: str) -> str:
+    """A JSON access-log entry squeezed onto one line; anything else as it is."""
+    try:
+        entry = json.loads(line)
+        timing = entry.get("timing_ms") or {}
+        text = (f"{entry.get('start_time', '')} {entry.get('code', '')} {entry.get('method', '')} "
+                f"{entry.get('path', '')} → {entry.get('cluster', '')} {entry.get('upstream_host', '')} "
+                f"{timing.get('total', '')} ms")
+        return text + (f" error={entry['error']}" if entry.get("error") else "")
+    except (ValueError, AttributeError):
+        return line
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -125,9 +139,10 @@ def render(*, title: str, stats: ClientStats, sidecar: SidecarStats,
 
     parts = [Text(title, style="bold"), client, Table.grid(padding=(0, 2))]
     parts[2].add_row(codes, counters)
-    log = tail_lines(access_log)
+    log = [_access_line(line) for line in tail_lines(access_log)]
     if log:
-        parts.append(Panel("\n".join(line[:160] for line in log), title="sidecar access log (tail)"))
+        parts.append(Panel(Text("\n".join(log), no_wrap=True, overflow="ellipsis"),
+                           title="sidecar access log (tail)"))
     return Group(*parts)
 
 
