@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plait.cli import control_cmds
-
 
 def _sidecar(args: argparse.Namespace) -> int:
     from plait.dataplane.sidecar import SidecarOptions, run
@@ -30,16 +28,23 @@ def _register_sidecar(sub) -> None:
     p.set_defaults(func=_sidecar)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, sidecar_only: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plait", description="Plait service mesh")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_sidecar(sub)
-    control_cmds.register(sub)
+    if not sidecar_only:
+        # Imported here: the sidecar's memory should not pay for the control plane's
+        # client libraries (httpx, rich, pydantic models).
+        from plait.cli import control_cmds
+
+        control_cmds.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    sidecar_only = bool(argv) and argv[0] == "sidecar"
+    args = build_parser(sidecar_only=sidecar_only).parse_args(argv)
     if getattr(args, "concurrency", 1) < 1:
         print("plait: --concurrency must be at least 1", file=sys.stderr)
         return 2
