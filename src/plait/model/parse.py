@@ -77,7 +77,7 @@ def parse_resource(doc: Any) -> Resource:
     kind = doc.get("kind")
     if kind is None:
         raise ConfigError("kind", "required field is missing")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError("kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     try:
         resource = KINDS[kind].model_validate(doc)
