@@ -248,3 +248,26 @@ def run_paced(procs: Procs, host: str, port: int, *, rate: int, seconds: float,
     return LoadResult(requests=data["completed"], seconds=data["seconds"], p50_us=data["p50"],
                       p90_us=data["p90"], p99_us=data["p99"], max_us=data["max"],
                       errors=data["errors"], extra={"paced": data})
+
+
+def median_result(results: list[LoadResult]) -> LoadResult:
+    """Combines repeated runs: the median run by throughput, median of each percentile.
+
+    On a shared machine a neighbour's burst spoils one run, not the median of three."""
+    if len(results) == 1:
+        return results[0]
+    by_rps = sorted(results, key=lambda r: r.rps)
+    mid = by_rps[len(by_rps) // 2]
+
+    def med(attr: str) -> float:
+        values = sorted(getattr(r, attr) for r in results)
+        return values[len(values) // 2]
+
+    return LoadResult(requests=mid.requests, seconds=mid.seconds, p50_us=med("p50_us"),
+                      p90_us=med("p90_us"), p99_us=med("p99_us"), max_us=max(r.max_us for r in results),
+                      errors=sum(r.errors for r in results), extra={"runs": [r.extra for r in results]})
+
+
+def load_average() -> float:
+    """The one-minute load average: a busy machine makes every number here noisier."""
+    return float(Path("/proc/loadavg").read_text().split()[0])

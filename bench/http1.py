@@ -28,7 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from _harness import LoadResult, Procs, cpu_plan, peak_rss_mb, run_paced, run_wrk
+from _harness import (LoadResult, Procs, cpu_plan, load_average, median_result, peak_rss_mb,
+                      run_paced, run_wrk)
 from _peers import Server, require_tools, start_haproxy, start_nginx
 from _plait import start_sidecar
 
@@ -64,6 +65,13 @@ def measure(name: str, target: Server, procs: Procs, args, load_cpus) -> Row:
     return Row(name, saturation, paced, rss)
 
 
+def combine(rows: list[Row]) -> Row:
+    """One row from several rounds: medians of the measurements, the highest peak RSS."""
+    rss = [r.rss_mb for r in rows if r.rss_mb is not None]
+    return Row(rows[0].name, median_result([r.saturation for r in rows]),
+               median_result([r.paced for r in rows]), max(rss) if rss else None)
+
+
 def _us(value: float) -> str:
     return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.0f} µs"
 
@@ -74,7 +82,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def report(rows: dict[str, Row], args, console: Console) -> str:
     table = Table(title=f"HTTP/1.1, {args.connections} connections at saturation; "
-                        f"{args.rate} req/s fixed; {args.duration:g} s each")
+                        f"{args.rate} req/s fixed; {args.duration:g} s each"
+                        + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""))
     for col in ("name", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
                 f"added p50 @{args.rate}/s", "RSS MB", "errors"):
         table.add_column(col, justify="left" if col == "name" else "right")
@@ -90,9 +99,11 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
             str(row.saturation.errors + row.paced.errors))
     console.print(table)
     for name, row in rows.items():
-        p = row.paced.extra["paced"]
-        console.print(f"  {name}: fixed-rate sent {p['sent']} in {p['seconds']:.2f} s, "
-                      f"send lag p99 {_us(p['lag_p99'])}, queued {p['queued']}")
+        runs = row.paced.extra.get("runs", [row.paced.extra])
+        lag = max(run["paced"]["lag_p99"] for run in runs)
+        queued = sum(run["paced"]["queued"] for run in runs)
+        console.print(f"  {name}: fixed rate over {len(runs)} run(s): worst send lag p99 {_us(lag)}, "
+                      f"requests that waited for a connection {queued}")
     plait, haproxy = rows.get("plait"), rows.get("haproxy")
     rps = _ratio(plait and plait.saturation.rps, haproxy and haproxy.saturation.rps)
     p50 = _ratio(added.get("plait"), added.get("haproxy"))
@@ -107,12 +118,16 @@ def parse_args(argv=None):
     ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--rate", type=int, default=1000, help="fixed-rate load, req/s")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat all scenarios, interleaved, and report medians (1..9)")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    if not 1 <= args.rounds <= 9:
+        ap.error("--rounds must be 1..9")
     if not 1 <= args.duration <= 300 or not 0 <= args.warmup <= 60:
         ap.error("--duration must be 1..300 seconds and --warmup 0..60")
     return args
@@ -130,30 +145,38 @@ def main(argv=None) -> int:
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:
         console.print("[yellow]one CPU only: proxy and load share it; numbers say little[/]")
-    rows: dict[str, Row] = {}
+    load_before = load_average()
+    if load_before > 0.5:
+        console.print(f"[yellow]load average {load_before:.2f} before start: other work is "
+                      f"running, numbers will be noisy (consider --rounds 3)[/]")
+    runs: dict[str, list[Row]] = {}
     with tempfile.TemporaryDirectory(prefix="plait-bench-") as tmp:
         procs = Procs(Path(tmp))
         try:
             upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
-            for name in [s for s in SCENARIOS if s in args.only]:
-                console.print(f"[bold]{name}[/]: measuring …")
-                target = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
-                try:
-                    rows[name] = measure(name, target, procs, args, load_cpus)
-                finally:
-                    if target is not upstream:
-                        procs.stop(target.proc)
+            for round_no in range(1, args.rounds + 1):
+                for name in [s for s in SCENARIOS if s in args.only]:
+                    console.print(f"[bold]{name}[/]: measuring (round {round_no}/{args.rounds}) …")
+                    target = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
+                    try:
+                        runs.setdefault(name, []).append(measure(name, target, procs, args, load_cpus))
+                    finally:
+                        if target is not upstream:
+                            procs.stop(target.proc)
         except KeyboardInterrupt:
             console.print("interrupted; stopping everything")
             return 130
         finally:
             procs.stop_all()
+    rows = {name: combine(rs) for name, rs in runs.items()}
     summary = report(rows, args, console)
+    console.print(f"load average {load_before:.2f} before, {load_average():.2f} after")
     if args.json:
         args.json.write_text(json.dumps({
             "benchmark": "http1", "python": sys.version.split()[0], "machine": platform.machine(),
             "proxy_cpus": sorted(proxy_cpus), "load_cpus": sorted(load_cpus),
             "duration": args.duration, "rate": args.rate, "connections": args.connections,
+            "rounds": args.rounds, "load_average_before": load_before,
             "rows": {name: asdict(row) for name, row in rows.items()}, "summary": summary,
         }, indent=2))
     print(summary)
