@@ -6,25 +6,80 @@ Each part registers its own subcommands (keeps this file a table of contents).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
 def _sidecar(args: argparse.Namespace) -> int:
+    from plait.core.errors import ConfigError
+    from plait.dataplane.bootstrap import dynamic_bootstrap
     from plait.dataplane.sidecar import SidecarOptions, run
 
+    document = None
+    if not args.bootstrap:
+        if not (args.xds and args.app):
+            print("plait sidecar: give --bootstrap FILE, or --xds HOST:PORT with --app NAME",
+                  file=sys.stderr)
+            return 2
+        try:
+            document = dynamic_bootstrap(
+                node_id=args.node_id or f"{args.app}-{args.inbound_port}", app=args.app,
+                xds=args.xds, registry=args.registry, app_port=args.app_port,
+                labels=_pairs(args.labels), dependencies=_list(args.dependencies),
+                outbound_port=args.outbound_port, inbound_port=args.inbound_port,
+                admin_port=args.admin_port, instance_address=args.instance_address,
+                protocol=args.protocol)
+        except (ConfigError, ValueError) as exc:
+            print(f"plait sidecar: {exc}", file=sys.stderr)
+            return 2
     access_log = None if args.access_log == "off" else args.access_log
-    return run(SidecarOptions(bootstrap=args.bootstrap, concurrency=args.concurrency,
-                              access_log=access_log, drain_timeout=args.drain_timeout))
+    return run(SidecarOptions(bootstrap=args.bootstrap or "", bootstrap_document=document,
+                              concurrency=args.concurrency, access_log=access_log,
+                              drain_timeout=args.drain_timeout, cache_dir=args.cache_dir,
+                              initial_fetch_timeout=args.initial_fetch_timeout))
+
+
+def _pairs(text: str) -> dict[str, str]:
+    out = {}
+    for item in _list(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
 def _register_sidecar(sub) -> None:
     p = sub.add_parser("sidecar", help="run the sidecar proxy")
-    p.add_argument("--bootstrap", required=True, help="Envoy v3 Bootstrap (YAML or JSON)")
+    p.add_argument("--bootstrap", help="Envoy v3 Bootstrap (YAML or JSON)")
     p.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--access-log", default="-",
                    help="'-' for stdout (default), a file path, or 'off'")
     p.add_argument("--drain-timeout", type=float, default=5.0,
                    help="seconds in-flight requests get on drain or SIGTERM")
+    p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/plait"),
+                   help="where the last good xDS config is kept ('' to disable)")
+    p.add_argument("--initial-fetch-timeout", type=float, default=3.0,
+                   help="seconds to wait for the control plane before using the cache")
+    g = p.add_argument_group("steered by plait control (instead of --bootstrap)")
+    g.add_argument("--xds", help="control plane xDS address HOST:PORT")
+    g.add_argument("--registry", default="",
+                   help="control plane API URL to register the app in, e.g. http://127.0.0.1:15080")
+    g.add_argument("--app", help="service name of the app beside this sidecar")
+    g.add_argument("--app-port", type=int, default=0, help="port of the local app")
+    g.add_argument("--labels", default="", help="app labels, e.g. version=v1,zone=a")
+    g.add_argument("--dependencies", default="", help="services the app calls (default all)")
+    g.add_argument("--outbound-port", type=int, default=15001)
+    g.add_argument("--inbound-port", type=int, default=15006)
+    g.add_argument("--admin-port", type=int, default=15000)
+    g.add_argument("--node-id", default="", help="default APP-INBOUNDPORT")
+    g.add_argument("--instance-address", default="127.0.0.1",
+                   help="address other sidecars reach this one's inbound listener at")
+    g.add_argument("--protocol", default="http", choices=("http", "grpc", "tcp", "dubbo"))
     p.set_defaults(func=_sidecar)
 
 

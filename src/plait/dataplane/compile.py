@@ -52,6 +52,8 @@ def compile_snapshot(*, version: str,
 
     Listeners that name a route configuration by RDS get it from `routes`; EDS clusters get
     their endpoints from `endpoints`. `root` prefixes error paths ("static_resources").
+    As in Envoy (`validate_clusters`), an inline route table naming an unknown cluster is
+    an error, while one that came by RDS is not: such a route answers 503 no_cluster.
     """
     pre = f"{root}." if root else ""
     tables = {}
@@ -72,7 +74,8 @@ def compile_snapshot(*, version: str,
             raise ConfigError(f"{path}.name", f"duplicate listener name {lis.name!r}")
         seen.add(lis.name)
         compiled = compile_listener(lis, tables, path=path)
-        _check_clusters(compiled.route_table, compiled_clusters, path)
+        if not compiled.rds_name:
+            _check_clusters(compiled.route_table, compiled_clusters, path)
         compiled_listeners.append(compiled)
     return Snapshot(version=version, listeners=tuple(compiled_listeners),
                     clusters=compiled_clusters, node_id=node_id, admin_host=admin[0],
@@ -91,7 +94,10 @@ def _check_clusters(table: RouteTable | None, clusters: dict, path: str) -> None
                                       f"virtual host {vh.name!r} names unknown cluster {name!r}")
 
 
-def compile_listener(lis: listener_pb2.Listener, tables: dict, *, path: str) -> ListenerConfig:
+def compile_listener(lis: listener_pb2.Listener, tables: dict | None, *,
+                     path: str) -> ListenerConfig:
+    """Compile one listener. With `tables` None, an RDS reference is left unresolved
+    (validating a listener on its own, before its routes arrive)."""
     if not lis.name:
         raise ConfigError(f"{path}.name", "required")
     sa = lis.address.socket_address
@@ -123,8 +129,10 @@ def compile_listener(lis: listener_pb2.Listener, tables: dict, *, path: str) -> 
         table = compile_route_table(hcm.route_config, path=f"{hcm_path}.route_config")
     elif hcm.HasField("rds"):
         rds_name = hcm.rds.route_config_name
-        table = tables.get(rds_name)
-        if table is None:
+        if not rds_name:
+            raise ConfigError(f"{hcm_path}.rds.route_config_name", "required")
+        table = tables.get(rds_name) if tables is not None else None
+        if table is None and tables is not None:
             raise ConfigError(f"{hcm_path}.rds.route_config_name",
                               f"no route configuration named {rds_name!r}")
     else:
@@ -299,13 +307,13 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
         name = c.eds_cluster_config.service_name or c.name
         out["eds_service_name"] = name
         cla = assignments.get(name)
-        out["endpoints"] = _endpoints(cla, f"endpoints[{name}]") if cla is not None else ()
+        out["endpoints"] = compile_endpoints(cla, f"endpoints[{name}]") if cla is not None else ()
     else:
-        out["endpoints"] = _endpoints(c.load_assignment, f"{path}.load_assignment")
+        out["endpoints"] = compile_endpoints(c.load_assignment, f"{path}.load_assignment")
     return ClusterConfig(**out)
 
 
-def _endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tuple[Endpoint, ...]:
+def compile_endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tuple[Endpoint, ...]:
     out = []
     for i, locality in enumerate(cla.endpoints):
         for j, lb in enumerate(locality.lb_endpoints):

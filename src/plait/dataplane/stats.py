@@ -70,6 +70,7 @@ class Stats:
         self.host_source = list
         self.config_updates = 0
         self.config_rejected = 0
+        self.listener_bind_failures = 0
 
     def listener(self, name: str) -> ListenerStats:
         s = self.listeners.get(name)
@@ -117,7 +118,8 @@ class Stats:
             counters.append(("upstream_host_rq_total", lab, rq))
             gauges.append(("upstream_host_cx_active", lab, cx_active))
         counters += [("config_update_total", {}, self.config_updates),
-                     ("config_rejected_total", {}, self.config_rejected)]
+                     ("config_rejected_total", {}, self.config_rejected),
+                     ("listener_bind_failure_total", {}, self.listener_bind_failures)]
         return {"counters": counters, "gauges": gauges, "histograms": hists}
 
 

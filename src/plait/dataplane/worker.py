@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 
 from plait.dataplane.accesslog import AccessLog
@@ -20,6 +21,23 @@ from plait.dataplane.upstream.cluster import ClusterManager
 SWEEP_INTERVAL = 0.5  # seconds: granularity of the header deadline and idle timeouts
 
 
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening, non-blocking TCP socket. Raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, port))
+        s.listen(1024)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 class Worker:
     def __init__(self, snapshot: Snapshot, *, access_log: str | None) -> None:
         self.snapshot = snapshot
@@ -29,28 +47,58 @@ class Worker:
         self.access_log = AccessLog(access_log) if access_log else None
         self.managers: dict[str, HttpConnectionManager] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._retiring: set[asyncio.Task] = set()
 
     async def start(self, sockets: dict[str, socket.socket]) -> None:
-        """Serve every listener of the snapshot on its pre-bound socket."""
+        """Serve the snapshot's listeners; `sockets` holds pre-bound ones by name."""
         self.loop = asyncio.get_running_loop()
-        self.apply(self.snapshot)
-        for name, mgr in self.managers.items():
-            mgr.server = await self.loop.create_server(mgr.protocol, sock=sockets[name],
-                                                       backlog=1024)
+        await self.apply(self.snapshot, sockets)
 
-    def apply(self, snapshot: Snapshot) -> None:
-        """Install a snapshot. Listener addresses are fixed at start; their routes are not."""
+    async def apply(self, snapshot: Snapshot,
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Install a snapshot: clusters first, then listeners. A listener whose address
+        changed or that is gone drains on its own; a new one is bound (SO_REUSEPORT, so
+        every worker can bind it)."""
         self.snapshot = snapshot
         self.clusters.update(snapshot.clusters)
+        wanted = set()
         for cfg in snapshot.listeners:
+            wanted.add(cfg.name)
             mgr = self.managers.get(cfg.name)
-            if mgr is None:
-                self.managers[cfg.name] = HttpConnectionManager(
+            if mgr is not None and (mgr.config.host, mgr.config.port) == (cfg.host, cfg.port):
+                mgr.update(cfg)
+                continue
+            if mgr is not None:
+                self._retire(mgr)
+            sock = (sockets or {}).get(cfg.name)
+            try:
+                if sock is None:
+                    sock = bind_socket(cfg.host, cfg.port, reuse_port=True)
+                mgr = HttpConnectionManager(
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
                     access_log=self.access_log, loop=self.loop)
-            else:
-                mgr.update(cfg)
+                mgr.server = await self.loop.create_server(mgr.protocol, sock=sock,
+                                                           backlog=1024)
+            except OSError as exc:
+                self.stats.listener_bind_failures += 1
+                self.managers.pop(cfg.name, None)
+                print(f"plait sidecar: listener {cfg.name} cannot bind "
+                      f"{cfg.host}:{cfg.port}: {exc}", file=sys.stderr, flush=True)
+                continue
+            self.managers[cfg.name] = mgr
+        for name in [n for n in self.managers if n not in wanted]:
+            self._retire(self.managers[name])
         self.stats.config_updates += 1
+
+    def _retire(self, mgr: HttpConnectionManager) -> None:
+        self.managers.pop(mgr.config.name, None)
+        task = self.loop.create_task(mgr.drain())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]:
+        return {name: mgr.server.sockets[0].getsockname()[:2]
+                for name, mgr in self.managers.items() if mgr.server is not None}
 
     async def sweep_forever(self) -> None:
         while True:
@@ -75,6 +123,8 @@ class Worker:
         self.close()
 
     def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         for mgr in self.managers.values():
             if mgr.server is not None:
                 mgr.server.close()
