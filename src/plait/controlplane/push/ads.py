@@ -15,9 +15,9 @@ instead of grpc's bare INTERNAL; responses are pre-serialised (see `stream.Respo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import grpc
@@ -78,7 +78,7 @@ class PushServer:
     def counters(self) -> dict[str, int]:
         return self.status.counters()
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[PushServer]:
         """Listen on host:port (0 picks a free port, see `.port`) until the block exits."""
         self._loop = asyncio.get_running_loop()
@@ -90,17 +90,18 @@ class PushServer:
         unsubscribe = self.view.subscribe(self._on_mesh_change)
         await server.start()
         log.info("xDS push server listening on %s:%d", host, self.port)
+        # Owned here rather than by a TaskGroup: a task group around `yield` would wrap
+        # the caller's own exceptions in an ExceptionGroup.
+        debouncer = asyncio.create_task(self._debounce(), name="push-debounce")
         try:
-            async with asyncio.TaskGroup() as tasks:
-                debouncer = tasks.create_task(self._debounce(), name="push-debounce")
-                try:
-                    yield self
-                finally:
-                    unsubscribe()
-                    # xDS streams never end by themselves: no grace, cancel them now.
-                    await server.stop(None)
-                    debouncer.cancel()
+            yield self
         finally:
+            unsubscribe()
+            # xDS streams never end by themselves: no grace, cancel them now.
+            await server.stop(None)
+            debouncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await debouncer
             self._streams.clear()
 
     # --- change handling ---------------------------------------------------------------

@@ -12,7 +12,8 @@ The rules, per type URL:
   compared on every request and a changed subscription is answered at once.
 * Listener and Cluster subscriptions are wildcard when the first request names nothing
   (or names "*"): that is the Plait sidecar / Envoy. Named Listener subscriptions are
-  proxyless gRPC targets. Routes and endpoints are always named.
+  proxyless gRPC targets, and such a stream sees only what its targets need. Routes and
+  endpoints are always named.
 
 A mesh change is pushed only for types whose content hash changed; the version string
 is that hash, so an unchanged proxy is never disturbed. Work for one stream is serialised
@@ -213,9 +214,14 @@ class Stream:
     def _selection(self, type_url: str) -> list[Resource]:
         types = self.record.types
         listeners = types.get(LISTENER)
-        wants_sidecar = any(types[t].wildcard for t in WILDCARD_TYPES if t in types)
-        found = universe(self.server.index, self.proxy, wildcard=wants_sidecar,
-                         listener_names=listeners.names if listeners else frozenset())
+        names = listeners.names if listeners is not None else frozenset()
+        # Only a proxyless client (Listeners by target name) is kept away from the
+        # sidecar's resources; a stream that never asked for Listeners (Envoy with one
+        # stream per type) may look them up by name.
+        proxyless = listeners is not None and not listeners.wildcard and bool(
+            names - {OUTBOUND, INBOUND})
+        found = universe(self.server.index, self.proxy, wildcard=not proxyless,
+                         listener_names=names)
         by_name = found[type_url]
         state = types[type_url]
         if state.wildcard:
