@@ -37,8 +37,12 @@ _LB = {
     cluster_pb2.Cluster.RANDOM: LbPolicy.RANDOM,
     cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
 }
+# Envoy's retry_on vocabulary. The gRPC-status conditions are accepted (a control plane
+# sends them for gRPC routes) and take effect only where a grpc-status is seen.
 _RETRY_ON = frozenset(("5xx", "gateway-error", "reset", "connect-failure",
-                       "retriable-status-codes", "refused-stream"))
+                       "retriable-status-codes", "refused-stream", "retriable-4xx",
+                       "envoy-ratelimited", "cancelled", "deadline-exceeded", "internal",
+                       "resource-exhausted", "unavailable"))
 
 
 def compile_snapshot(*, version: str,
