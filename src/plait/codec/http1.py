@@ -144,7 +144,11 @@ class _Codec:
             return
         if name in HOP_BY_HOP:
             if name == b"transfer-encoding":
-                self._chunked = True  # llhttp admits only a final "chunked"
+                # llhttp admits any list ending in "chunked"; we re-chunk what we forward,
+                # so any other coding (gzip, chunked) would silently vanish (Envoy: 501).
+                if value.strip().lower() != b"chunked":
+                    raise ProtocolError("unsupported transfer coding")
+                self._chunked = True
             elif name == b"connection":
                 self._conn_tokens += b"," + value.lower()
             elif name == b"upgrade":
