@@ -238,7 +238,14 @@ class Http1ServerCodec(_Codec):
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
-        http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            # llhttp reads "GET /" as HTTP/0.9 even with headers after it: a peer that
+            # ends the request at the first line would see the rest as a second one.
+            raise ProtocolError(f"unsupported HTTP version {version}")
+        http10 = version == "1.0"
+        if http10 and self._chunked:
+            raise ProtocolError("Transfer-Encoding in HTTP/1.0")  # RFC 9112 6.1: faulty framing
         method = parser.get_method()
         if not http10 and not self._host:
             raise ProtocolError("HTTP/1.1 request without Host")
