@@ -4,6 +4,7 @@ and by plain HTTP."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from plait.testing.control import run_cli, start_control
+from plait.testing.procs import ProcessFailed
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -207,5 +209,20 @@ def test_data_survives_a_restart(tmp_path):
 
 
 def test_second_control_plane_on_the_same_data_dir_is_refused(control):
-    with pytest.raises(RuntimeError, match="in use by another control plane"):
+    with pytest.raises(ProcessFailed, match="in use by another control plane"):
         start_control(control.data_dir).stop()
+
+
+@pytest.mark.parametrize("option, message", [
+    ("api_port", "cannot listen on 127.0.0.1:{port} for the API"),
+    ("xds_port", "cannot serve xDS on 127.0.0.1:{port}"),
+])
+def test_busy_ports_are_reported(tmp_path, option, message):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ProcessFailed) as failed:
+            start_control(tmp_path, **{option: port}).stop()
+    assert "exited with 1" in str(failed.value)
+    assert message.format(port=port) in str(failed.value)

@@ -119,7 +119,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                    headers={"content-type": "application/yaml"})  # fmt: skip
     for item in result["applied"]:
         state = "configured" if item["changed"] else "unchanged"
-        print(f"{item['kind']} {item['namespace']}/{item['name']} {state} (version {item['version']})")
+        what = f"{item['kind']} {item['namespace']}/{item['name']}"
+        print(f"{what} {state} (version {item['version']})")
     return 0
 
 
@@ -157,7 +158,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     table = _table("VERSION", "REVISION", "UPDATED", "CHANGE")
     for i, item in enumerate(items):
-        change = "deleted" if item["deleted"] else "created" if i == 0 or items[i - 1]["deleted"] else "updated"
+        if item["deleted"]:
+            change = "deleted"
+        else:
+            change = "created" if i == 0 or items[i - 1]["deleted"] else "updated"
         table.add_row(str(item["version"]), str(item["revision"]), _when(item["updatedAt"]), change)
     _console().print(table)
     return 0
@@ -240,13 +244,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("get", help="show resources (kinds: vs, dr, se)")
     p.add_argument("kind")
     p.add_argument("name", nargs="?")
-    p.add_argument("-n", "--namespace", help="default: all namespaces for a list, 'default' for a name")
+    p.add_argument("-n", "--namespace",
+                   help="default: all namespaces for a list, 'default' for a name")
     p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
     p.set_defaults(func=_run(cmd_get))
 
-    for name, func, text in (("delete", cmd_delete, "delete a resource"),
-                             ("history", cmd_history, "list a resource's versions"),
-                             ("rollback", cmd_rollback, "make an old version current again")):  # fmt: skip
+    by_name = (
+        ("delete", cmd_delete, "delete a resource"),
+        ("history", cmd_history, "list a resource's versions"),
+        ("rollback", cmd_rollback, "make an old version current again"),
+    )
+    for name, func, text in by_name:
         p = subparsers.add_parser(name, help=text)
         p.add_argument("kind")
         p.add_argument("name")
@@ -257,8 +265,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
         p.set_defaults(func=_run(func))
 
-    for name, func, text in (("services", cmd_services, "list registered services"),
-                             ("proxy-status", cmd_proxy_status, "show connected proxies")):  # fmt: skip
+    listings = (
+        ("services", cmd_services, "list registered services"),
+        ("proxy-status", cmd_proxy_status, "show connected proxies"),
+    )
+    for name, func, text in listings:
         p = subparsers.add_parser(name, help=text)
         p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
         p.set_defaults(func=_run(func))

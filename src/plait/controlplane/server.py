@@ -102,6 +102,25 @@ def _xds_address(push: Any, args: argparse.Namespace) -> str:
     return _hostport(args.xds_host, getattr(push, "port", args.xds_port))
 
 
+async def _serve(api: _ApiServer, sock: socket.socket, *, registry: Registry,
+                 stop: asyncio.Event, ready_line: Callable[[], str]) -> bool:
+    """Run the API and the lease checker until `stop`; False if the API never came up."""
+    async with asyncio.TaskGroup() as tg:
+        leases = tg.create_task(registry.run(), name="registry-leases")
+        serving = tg.create_task(api.serve(sockets=[sock]), name="api")
+        ready = tg.create_task(api.ready.wait(), name="api-ready")
+        await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+        if api.ready.is_set():
+            print(ready_line(), flush=True)
+            stopping = tg.create_task(stop.wait(), name="stop")
+            await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        api.should_exit = True
+        leases.cancel()
+        stop.set()
+    return api.ready.is_set()
+
+
 async def run_control(args: argparse.Namespace) -> int:
     """Run the control plane until SIGTERM/SIGINT. `args` carries data_dir, api_host,
     api_port, xds_host and xds_port (the `plait control` options). Returns the exit code."""
@@ -121,36 +140,30 @@ async def run_control(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             push = None
             if start_push is not None:
-                push = await stack.enter_async_context(
-                    start_push(view, args.xds_host, args.xds_port)
-                )
+                try:
+                    push = await stack.enter_async_context(
+                        start_push(view, args.xds_host, args.xds_port)
+                    )
+                except (OSError, RuntimeError) as exc:  # grpc reports a busy port as RuntimeError
+                    where = _hostport(args.xds_host, args.xds_port)
+                    raise PlaitError(f"cannot serve xDS on {where}: {exc}") from None
             proxy_status = getattr(push, "proxy_status", None) or (lambda: [])
             app = create_app(store=store, registry=registry, proxy_status=proxy_status)
             sock = _bind(args.api_host, args.api_port)
             stack.callback(sock.close)
-            config = uvicorn.Config(
-                app, log_level="warning", access_log=False, lifespan="off",
-                timeout_graceful_shutdown=5,
-            )  # fmt: skip
-            api = _ApiServer(config)
-            async with asyncio.TaskGroup() as tg:
-                leases = tg.create_task(registry.run(), name="registry-leases")
-                serving = tg.create_task(api.serve(sockets=[sock]), name="api")
-                ready = tg.create_task(api.ready.wait())
-                await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
-                if api.ready.is_set():
-                    print(f"plait control ready api={_hostport(args.api_host, sock.getsockname()[1])}"
-                          f" xds={_xds_address(push, args)}", flush=True)  # fmt: skip
-                    await asyncio.wait([serving, tg.create_task(stop.wait())],
-                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                ready.cancel()
-                api.should_exit = True
-                leases.cancel()
-                stop.set()
-            if not api.ready.is_set():
-                raise PlaitError("the API server stopped during start-up")
+            config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                    lifespan="off", timeout_graceful_shutdown=5)  # fmt: skip
+
+            def ready_line() -> str:
+                api = _hostport(args.api_host, sock.getsockname()[1])
+                return f"plait control ready api={api} xds={_xds_address(push, args)}"
+
+            up = await _serve(_ApiServer(config), sock, registry=registry, stop=stop,
+                              ready_line=ready_line)  # fmt: skip
+        if not up:
+            raise PlaitError("the API server stopped during start-up")
         return 0
-    except PlaitError as exc:
+    except (PlaitError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

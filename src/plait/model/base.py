@@ -61,7 +61,9 @@ def _check_name(text: str) -> str:
 
 def _check_namespace(text: str) -> str:
     if len(text) > 63 or not _NAMESPACE.fullmatch(text):
-        raise ValueError("must be a lower-case RFC 1123 label (a-z, 0-9, '-'), at most 63 characters")
+        raise ValueError(
+            "must be a lower-case RFC 1123 label (a-z, 0-9, '-'), at most 63 characters"
+        )
     return text
 
 

@@ -92,7 +92,9 @@ def router(store: Store) -> APIRouter:
         return {"items": [record_json(r) for r in records]}
 
     @api.post("/resources/{kind}/{namespace}/{name}/rollback")
-    async def rollback(kind: str, namespace: str, name: str, body: RollbackRequest) -> dict[str, Any]:
+    async def rollback(
+        kind: str, namespace: str, name: str, body: RollbackRequest
+    ) -> dict[str, Any]:
         """Make an old version's content current again, as a new version."""
         return applied_json(await store.rollback(key(kind, namespace, name), body.version))
 

@@ -50,7 +50,9 @@ class SqliteStore(Store):
         self._subscribers: list[Callable[[], None]] = []
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike, *, now: Callable[[], float] = time.time) -> SqliteStore:
+    def open(
+        cls, data_dir: str | os.PathLike, *, now: Callable[[], float] = time.time
+    ) -> SqliteStore:
         """Open (creating if needed) the store in `data_dir` and load the current state.
 
         Raises PlaitError if another process holds the data directory.
