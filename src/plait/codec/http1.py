@@ -103,6 +103,7 @@ class _Codec:
         self._in_head = False
         self._in_message = False
         self._head_bytes = 0
+        self._ended = False  # a message ended during the current receive_data
         self._upgraded = False
         self._reset_head()
 
@@ -171,6 +172,7 @@ class _Codec:
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._ended = True
         self._events.append(EndOfMessage(self._trailers))
         self._trailers = None
 
@@ -180,8 +182,10 @@ class _Codec:
         """Feed bytes; return the events they completed. Raises ProtocolError."""
         if self._upgraded:
             return [Data(data)] if data else []
-        if self._in_head:
+        was_in_head = self._in_head
+        if was_in_head:
             self._head_bytes += len(data)
+        self._ended = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -198,6 +202,10 @@ class _Codec:
                 raise ProtocolError(f"malformed message: {cause}") from None
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed message: {exc}") from None
+        if self._in_head and not was_in_head and not self._ended:
+            # The head began in this chunk and nothing ended before it: all of it is head.
+            # (httptools holds an unfinished header line where on_header cannot count it.)
+            self._head_bytes = len(data)
         if self._in_head and self._head_bytes > self._max:
             raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
         events, self._events = self._events, []
