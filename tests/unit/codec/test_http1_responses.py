@@ -1,0 +1,108 @@
+"""The client side of the HTTP/1.1 codec: responses from an upstream, whole and byte by byte.
+
+Responses need what requests do not: a HEAD response whose Content-Length announces no
+body, 1xx interim responses, 101 and a tunnel, and bodies delimited by the peer's close.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from plait.codec.http1 import Http1ClientCodec, encode_response_head
+from plait.core.errors import ProtocolError
+from plait.testing.codec import bytewise, canonical, feed, split_at
+
+
+def parse(data: bytes, *, eof: bool = False, head: bool = False) -> list[tuple]:
+    results = []
+    for chunks in ([data], bytewise(data), split_at(data, (7, len(data) // 2))):
+        codec = Http1ClientCodec()
+        if head:
+            codec.expect_head_response()
+        results.append(canonical(feed(codec, chunks, eof=eof)))
+    assert results[0] == results[1] == results[2]
+    return results[0]
+
+
+def test_content_length_response():
+    events = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+    assert events == [
+        ("response", 200, b"OK", ((b"content-length", b"5"), (b"x-a", b"b")), True, False, 5,
+         False),
+        ("data", b"hello"), ("end", ())]
+
+
+def test_chunked_response_with_trailers():
+    events = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+                   b"3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n")
+    assert events[0][5] is True and events[0][3] == ()  # trailer/TE are hop-by-hop
+    assert events[1:] == [("data", b"abcde"), ("end", ((b"x-sum", b"5"),))]
+
+
+def test_head_response_has_no_body_and_the_next_response_still_parses():
+    codec = Http1ClientCodec()
+    codec.expect_head_response()
+    first = canonical(feed(codec, [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"]))
+    assert first[0][6] == 1000 and first[1:] == [("end", ())]
+    second = canonical(feed(codec, [b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"]))
+    assert second[0][1] == 201 and second[1:] == [("data", b"ok"), ("end", ())]
+
+
+def test_head_response_byte_by_byte():
+    events = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", head=True)
+    assert [e[0] for e in events] == ["response", "end"]
+
+
+def test_interim_responses_come_before_the_final_one():
+    events = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    assert [(e[0], e[1] if e[0] == "response" else None) for e in events] == [
+        ("response", 100), ("end", None), ("response", 103), ("end", None),
+        ("response", 200), ("data", None), ("end", None)]
+
+
+def test_no_body_statuses():
+    events = parse(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n")
+    assert [e[0] for e in events] == ["response", "end", "response", "end"]
+
+
+def test_101_switches_to_a_tunnel():
+    events = parse(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                   b"Upgrade: websocket\r\n\r\n\x81\x02hi")
+    assert events[0][1] == 101 and events[0][7] is True
+    assert events[-1] == ("tunnel", b"\x81\x02hi")
+
+
+def test_close_delimited_body_ends_at_eof():
+    events = parse(b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nevery byte until close", eof=True)
+    assert events[0][4] is False and events[0][6] == -1
+    assert events[1:] == [("data", b"every byte until close"), ("end", ())]
+
+
+def test_http11_response_without_length_is_close_delimited_too():
+    events = parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", eof=True)
+    assert events[1:] == [("data", b"abc"), ("end", ())]
+
+
+@pytest.mark.parametrize("cut", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Le",
+])
+def test_eof_inside_a_framed_response_is_a_protocol_error(cut):
+    with pytest.raises(ProtocolError):
+        feed(Http1ClientCodec(), [cut], eof=True)
+
+
+def test_keep_alive_follows_version_and_connection_header():
+    [r10, *_] = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+    [r11, *_] = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    [rclose, *_] = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert (r10[4], r11[4], rclose[4]) == (False, True, False)
+
+
+def test_encoded_response_parses_back():
+    wire = encode_response_head(404, b"Not Found", [(b"x-a", b"1")], b"content-length: 3\r\n")
+    events = parse(wire + b"nop")
+    assert events[0][1:4] == (404, b"Not Found", ((b"x-a", b"1"), (b"content-length", b"3")))
+    assert events[1:] == [("data", b"nop"), ("end", ())]
