@@ -80,6 +80,9 @@ def _register_sidecar(sub) -> None:
     g.add_argument("--instance-address", default="127.0.0.1",
                    help="address other sidecars reach this one's inbound listener at")
     g.add_argument("--protocol", default="http", choices=("http", "grpc", "tcp", "dubbo"))
+    g.add_argument("--lease-ttl", type=float, default=None, metavar="SECONDS",
+                   help="how long the registry keeps the app after heartbeats stop "
+                        "(default 10; heartbeats go every third of it)")
     p.set_defaults(func=_sidecar)
 
 

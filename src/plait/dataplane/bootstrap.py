@@ -117,8 +117,10 @@ def dynamic_bootstrap(*, node_id: str, app: str, xds: str, registry: str = "",
                       app_port: int = 0, labels: dict[str, str] | None = None,
                       dependencies: list[str] | None = None, outbound_port: int = 15001,
                       inbound_port: int = 15006, admin_port: int = 15000,
-                      instance_address: str = "127.0.0.1", protocol: str = "http") -> dict:
-    """A bootstrap document for a sidecar steered by `plait control`."""
+                      instance_address: str = "127.0.0.1", protocol: str = "http",
+                      lease_ttl: float | None = None) -> dict:
+    """A bootstrap document for a sidecar steered by `plait control`. `lease_ttl`
+    (seconds) is how long the registry keeps the app once heartbeats stop (default 10)."""
     host, _, port = xds.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError("--xds", f"expected HOST:PORT, got {xds!r}")
@@ -131,6 +133,10 @@ def dynamic_bootstrap(*, node_id: str, app: str, xds: str, registry: str = "",
         metadata["app_port"] = app_port
     if registry:
         metadata["registry"] = registry
+    if lease_ttl is not None:
+        if not lease_ttl > 0:
+            raise ConfigError("--lease-ttl", f"must be above 0 seconds, got {lease_ttl:g}")
+        metadata["lease_ttl"] = lease_ttl
     return {
         "node": {"id": node_id, "cluster": app, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1",
