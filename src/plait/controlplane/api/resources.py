@@ -60,11 +60,13 @@ def router(store: Store) -> APIRouter:
     @api.post("/apply", openapi_extra=_YAML_BODY)
     async def apply(request: Request) -> dict[str, Any]:
         """Validate and store every resource of a multi-document YAML body, or none."""
-        body = await request.body()
-        if len(body) > MAX_APPLY_BYTES:
-            raise ConfigError("", f"body larger than {MAX_APPLY_BYTES} bytes")
+        body = bytearray()
+        async for chunk in request.stream():  # read no further than the limit
+            body += chunk
+            if len(body) > MAX_APPLY_BYTES:
+                raise ConfigError("", f"body larger than {MAX_APPLY_BYTES} bytes")
         try:
-            text = body.decode("utf-8")
+            text = bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError("", "body is not UTF-8 text") from None
         resources = parse_documents(text)
