@@ -28,7 +28,7 @@ def _sidecar(args: argparse.Namespace) -> int:
                 labels=_pairs(args.labels), dependencies=_list(args.dependencies),
                 outbound_port=args.outbound_port, inbound_port=args.inbound_port,
                 admin_port=args.admin_port, instance_address=args.instance_address,
-                protocol=args.protocol)
+                protocol=args.protocol, lease_ttl=args.lease_ttl)
         except (ConfigError, ValueError) as exc:
             print(f"plait sidecar: {exc}", file=sys.stderr)
             return 2
