@@ -17,12 +17,23 @@ import httptools
 
 from plait.core.errors import ProtocolError, Reason
 
+# Headers the codec looks at; everything else is passed through untouched.
+(_CONNECTION, _TRANSFER_ENCODING, _UPGRADE, _EXPECT, _CONTENT_LENGTH, _HOST,
+ _DROP) = range(7)
+
 # Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1, plus the
 # de-facto Keep-Alive and Proxy-Connection that Envoy also strips).
 HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
      b"upgrade", b"trailer", b"expect")
 )
+
+_SPECIAL = {
+    b"connection": _CONNECTION, b"transfer-encoding": _TRANSFER_ENCODING,
+    b"upgrade": _UPGRADE, b"expect": _EXPECT, b"content-length": _CONTENT_LENGTH,
+    b"host": _HOST, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
+    b"trailer": _DROP,
+}
 
 DEFAULT_MAX_HEADER_BYTES = 60 * 1024  # Envoy's max_request_headers_kb default
 
@@ -83,6 +94,9 @@ class EndOfMessage:
         self.trailers = trailers
 
 
+END_OF_MESSAGE = EndOfMessage(None)  # shared: the usual end, with no trailers
+
+
 class Upgraded:
     """The connection left HTTP (101 or CONNECT): what follows are tunnel bytes."""
 
@@ -125,7 +139,16 @@ class _Codec:
         self._in_message = True
         self._in_head = True
         self._head_bytes = 0
-        self._reset_head()
+        self._headers = []
+        self._trailers = None
+        self._host = b""
+        self._chunked = False
+        self._length = -1
+        self._conn_tokens = b""
+        self._upgrade = None
+        self._expect = False
+        self._url = b""
+        self._size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -135,37 +158,41 @@ class _Codec:
         self._url += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._size += len(name) + len(value) + 4
-        if self._size > self._max:
+        # The hot path: one size check, one dict probe, one append for an ordinary header.
+        size = self._size = self._size + len(name) + len(value) + 4
+        if size > self._max:
             raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
         name = name.lower()
-        if self._trailers is not None:
-            if name not in HOP_BY_HOP and name != b"content-length":
-                self._trailers.append((name, value))
-            return
-        if name in HOP_BY_HOP:
-            if name == b"transfer-encoding":
-                # llhttp admits any list ending in "chunked"; we re-chunk what we forward,
-                # so any other coding (gzip, chunked) would silently vanish (Envoy: 501).
-                if value.strip().lower() != b"chunked":
-                    raise ProtocolError("unsupported transfer coding")
-                self._chunked = True
-            elif name == b"connection":
-                self._conn_tokens += b"," + value.lower()
-            elif name == b"upgrade":
-                self._upgrade = value
-            elif name == b"expect":
-                if value.lower() != b"100-continue":
-                    raise ProtocolError("unsupported Expect")
-                self._expect = True
-            return
-        if name == b"content-length":
+        kind = _SPECIAL.get(name)
+        if kind is None:
+            self._headers.append((name, value))  # in the trailer section: the trailers
+        elif self._trailers is None:
+            self._special(kind, name, value)
+
+    def _special(self, kind: int, name: bytes, value: bytes) -> None:
+        if kind == _TRANSFER_ENCODING:
+            # llhttp admits any list ending in "chunked"; we re-chunk what we forward,
+            # so any other coding (gzip, chunked) would silently vanish (Envoy: 501).
+            if value.strip().lower() != b"chunked":
+                raise ProtocolError("unsupported transfer coding")
+            self._chunked = True
+        elif kind == _CONNECTION:
+            self._conn_tokens += b"," + value.lower()
+        elif kind == _UPGRADE:
+            self._upgrade = value
+        elif kind == _EXPECT:
+            if value.lower() != b"100-continue":
+                raise ProtocolError("unsupported Expect")
+            self._expect = True
+        elif kind == _CONTENT_LENGTH:
             self._length = int(value)  # llhttp validated the digits
-        elif name == b"host":
+            self._headers.append((name, value))
+        elif kind == _HOST:
             if self._host:
                 raise ProtocolError("duplicate Host")
             self._host = value
-        self._headers.append((name, value))
+            self._headers.append((name, value))
+        # other hop-by-hop headers are dropped
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(body))
@@ -173,7 +200,8 @@ class _Codec:
     def on_message_complete(self) -> None:
         self._in_message = False
         self._ended = True
-        self._events.append(EndOfMessage(self._trailers))
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
         self._trailers = None
 
     # -- driving ------------------------------------------------------------------------
@@ -222,7 +250,7 @@ class _Codec:
         if self._in_message and not self._upgraded:
             self._in_message = False
             if self._close_delimited():
-                return [EndOfMessage(None)]
+                return [END_OF_MESSAGE]
             raise ProtocolError("connection closed mid-message")
         return []
 
@@ -264,7 +292,7 @@ class Http1ServerCodec(_Codec):
             method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
             self._chunked, self._length, upgrade, self._expect))
         if self._chunked:
-            self._trailers = []
+            self._headers = self._trailers = []
 
 
 class Http1ClientCodec(_Codec):
@@ -274,9 +302,33 @@ class Http1ClientCodec(_Codec):
     def __init__(self, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
         super().__init__(httptools.HttpResponseParser, max_header_bytes)
         self._head_request = False
+        self._carry = b""  # the last bytes fed while a HEAD response is expected
 
     def expect_head_response(self) -> None:
         self._head_request = True
+        self._carry = b""
+
+    def receive_data(self, data: bytes) -> list:
+        if not self._head_request or self._upgraded:
+            return super().receive_data(data)
+        # llhttp is stopped where a HEAD response's head ends and the rest of its input
+        # is lost; so feed it up to each empty line (the only place a head can end) and
+        # parse what follows the head as what it is, whichever way the bytes were cut.
+        carry = len(self._carry)
+        buf = self._carry + data
+        self._carry = buf[-3:]
+        events: list = []
+        start = 0
+        end = buf.find(b"\r\n\r\n")
+        while end >= 0:
+            cut = end + 4 - carry
+            if cut > start:
+                events += super().receive_data(data[start:cut])
+                start = cut
+            end = buf.find(b"\r\n\r\n", end + 1)
+        if start < len(data):
+            events += super().receive_data(data[start:])
+        return events
 
     def _close_delimited(self) -> bool:
         status = self._parser.get_status_code()
@@ -292,11 +344,11 @@ class Http1ClientCodec(_Codec):
         self._events.append(Response(
             status, self._url, self._headers, keep_alive, self._chunked, self._length, upgrade))
         if self._chunked:
-            self._trailers = []
+            self._headers = self._trailers = []
         if self._head_request and status >= 200:
             self._head_request = False
             self._in_message = False
-            self._events.append(EndOfMessage(None))
+            self._events.append(END_OF_MESSAGE)
             raise _HeadDone()
 
 
@@ -307,7 +359,10 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 def encode_headers(headers: list) -> bytes:
-    return b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    """Header lines, each ending in CRLF (empty for no headers)."""
+    if not headers:
+        return b""
+    return b"\r\n".join([b": ".join(pair) for pair in headers]) + b"\r\n"
 
 
 def encode_request_head(method: bytes, target: bytes, headers: list, framing: bytes) -> bytes:
