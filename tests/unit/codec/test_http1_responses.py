@@ -106,3 +106,14 @@ def test_encoded_response_parses_back():
     events = parse(wire + b"nop")
     assert events[0][1:4] == (404, b"Not Found", ((b"x-a", b"1"), (b"content-length", b"3")))
     assert events[1:] == [("data", b"nop"), ("end", ())]
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_bytes_after_a_head_response_are_read_as_the_next_response(how):
+    # An upstream that sends a body after HEAD: the bytes are not silently dropped in one
+    # split and parsed in another; they are the (here malformed) next response either way.
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    codec = Http1ClientCodec()
+    codec.expect_head_response()
+    with pytest.raises(ProtocolError):
+        feed(codec, [data] if how == "whole" else bytewise(data))
