@@ -140,7 +140,8 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_tools("nginx", "wrk", *(["haproxy"] if "haproxy" in args.only else []))
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
+        signal.signal(sig, _terminate)
     console = Console(width=None if sys.stdout.isatty() else 120)
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:
@@ -166,6 +167,9 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             console.print("interrupted; stopping everything")
             return 130
+        except RuntimeError as exc:  # a process failed to start or to report
+            console.print(f"[red]benchmark failed:[/] {exc}")
+            return 1
         finally:
             procs.stop_all()
     rows = {name: combine(rs) for name, rs in runs.items()}
