@@ -63,9 +63,9 @@ class Conn(asyncio.Protocol):
 
 
 class Generator:
-    def __init__(self, host: str, port: int, *, pool: int, max_pool: int):
+    def __init__(self, host: str, port: int, *, max_pool: int):
         self.host, self.port = host, port
-        self.pool, self.max_pool = pool, max_pool
+        self.max_pool = max_pool
         self.idle: deque[Conn] = deque()
         self.conns: set[Conn] = set()
         self.opening = 0
@@ -161,7 +161,7 @@ def percentile(sorted_values: list, p: float) -> float:
 
 
 async def main_async(args) -> dict:
-    gen = Generator(args.host, args.port, pool=args.connections, max_pool=args.max_connections)
+    gen = Generator(args.host, args.port, max_pool=args.max_connections)
     await asyncio.gather(*(gen.open_one() for _ in range(args.connections)))
     if not gen.conns:
         raise SystemExit(f"cannot connect to {args.host}:{args.port}")

@@ -185,7 +185,11 @@ class Traffic:
         t0 = time.perf_counter()
         conn = None
         try:
-            conn = self.idle.pop() if self.idle else await self._connect()
+            while self.idle and conn is None:
+                candidate = self.idle.pop()
+                if not candidate.closed:  # the server may close an idle connection
+                    conn = candidate
+            conn = conn or await self._connect()
             status, reason, keep_alive = await conn.request(raw, self.timeout_s)
             stats.record(status=status, latency_s=time.perf_counter() - t0, reason=reason)
             if keep_alive and not conn.closed:
