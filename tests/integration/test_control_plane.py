@@ -146,38 +146,43 @@ def test_error_shapes(api):
 
 
 def test_leases_heartbeats_and_expiry(control, api):
-    def register(port: int) -> str:
+    def register(port: int, ttl: float) -> str:
         r = api.post("/api/v1/registry/instances", json={
-            "service": "catalog", "address": "127.0.0.1", "port": port, "ttl": 1.0,
+            "service": "catalog", "address": "127.0.0.1", "port": port, "ttl": ttl,
             "labels": {"version": "v1"}})
         assert r.status_code == 201, r.text
-        assert r.json()["ttl"] == 1.0
+        assert r.json()["ttl"] == ttl
         return r.json()["leaseId"]
 
     def ports() -> set[int]:
         services = api.get("/api/v1/registry/services").json()["services"]
         return {i["port"] for s in services if s["name"] == "catalog" for i in s["instances"]}
 
-    silent, beating = register(18001), register(18002)
-    assert ports() == {18001, 18002}
-    started = time.monotonic()
-    deadline = started + 15
+    # TTLs leave seconds of slack between heartbeats, so a loaded machine cannot make a
+    # renewed lease lapse; only the silent one is meant to.
+    started = time.monotonic()  # before the silent lease exists: it cannot lapse sooner
+    silent, beating, steady = register(18001, 1.0), register(18002, 3.0), register(18003, 60)
+    registered = time.monotonic()  # after the beating lease exists
+    assert {18002, 18003} <= ports()
+    deadline = started + 20
     while 18001 in ports():  # wait, by polling, for the silent lease to lapse
         assert time.monotonic() < deadline, "lease without heartbeats never expired"
         assert api.put(f"/api/v1/registry/leases/{beating}").status_code == 200
         time.sleep(0.05)
     assert time.monotonic() - started >= 1.0  # not before its TTL
-    # Renewed beyond its TTL by heartbeats, the other instance is still there.
-    while time.monotonic() < started + 1.5:
+    while time.monotonic() < registered + 3.5:  # outlive the beating lease's own TTL
         assert api.put(f"/api/v1/registry/leases/{beating}").status_code == 200
         time.sleep(0.05)
-    assert ports() == {18002}
+    assert ports() == {18002, 18003}
+    assert api.delete(f"/api/v1/registry/leases/{beating}").status_code == 200
+    assert ports() == {18003}
+
     listed = run_cli(control, "services")
-    assert "catalog" in listed.stdout and "127.0.0.1:18002" in listed.stdout
+    assert "catalog" in listed.stdout and "127.0.0.1:18003" in listed.stdout
 
     r = api.put(f"/api/v1/registry/leases/{silent}")
     assert r.status_code == 404 and r.json()["error"]["reason"] == f"lease {silent} not found"
-    assert api.delete(f"/api/v1/registry/leases/{beating}").status_code == 200
+    assert api.delete(f"/api/v1/registry/leases/{steady}").status_code == 200
     assert ports() == set()
 
 
