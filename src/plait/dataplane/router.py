@@ -97,13 +97,17 @@ class Router:
         candidates = [host]
         if ":" in host and not host.endswith("]"):
             candidates.append(host.rsplit(":", 1)[0])
+        # Each kind of match over both forms of the host before the next kind: an exact
+        # domain must win over a wildcard whether or not the client wrote the port.
         for name in candidates:
             vh = table.exact.get(name)
             if vh is not None:
                 return vh
+        for name in candidates:
             for suffix, vh in table.suffixes:
                 if name.endswith(suffix) and len(name) > len(suffix):
                     return vh
+        for name in candidates:
             for prefix, vh in table.prefixes:
                 if name.startswith(prefix) and len(name) > len(prefix):
                     return vh
