@@ -13,6 +13,8 @@ byte (tests/fuzz checks exactly that). No sockets, no clock, no asyncio here.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import httptools
 
 from plait.core.errors import ProtocolError, Reason
@@ -367,12 +369,25 @@ def encode_headers(headers: list) -> bytes:
 
 def encode_request_head(method: bytes, target: bytes, headers: list, framing: bytes) -> bytes:
     """Request line and headers. `framing` is extra header lines (ending in CRLF) such as
-    b"transfer-encoding: chunked\\r\\n"; the blank line is added here."""
-    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, encode_headers(headers), framing)
+    b"transfer-encoding: chunked\r\n"; the blank line is added here."""
+    if not headers:
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, framing)
+    return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
+        method, target, b"\r\n".join([b": ".join(h) for h in headers]), framing)
 
 
-def encode_response_head(status: int, reason: bytes, headers: list, framing: bytes) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, encode_headers(headers), framing)
+def encode_response_head(status: int, headers: list, framing: bytes) -> bytes:
+    """Status line (with the standard reason phrase: like Envoy, the upstream's own phrase
+    is not forwarded) and headers."""
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+    if not headers:
+        return b"%s%s\r\n" % (line, framing)
+    return b"%s%s\r\n%s\r\n" % (line, b"\r\n".join([b": ".join(h) for h in headers]),
+                                framing)
+
+
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
+                 for s in HTTPStatus}
 
 
 def encode_chunk(data: bytes) -> bytes:

@@ -102,7 +102,7 @@ def test_keep_alive_follows_version_and_connection_header():
 
 
 def test_encoded_response_parses_back():
-    wire = encode_response_head(404, b"Not Found", [(b"x-a", b"1")], b"content-length: 3\r\n")
+    wire = encode_response_head(404, [(b"x-a", b"1")], b"content-length: 3\r\n")
     events = parse(wire + b"nop")
     assert events[0][1:4] == (404, b"Not Found", ((b"x-a", b"1"), (b"content-length", b"3")))
     assert events[1:] == [("data", b"nop"), ("end", ())]

@@ -42,10 +42,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
 
-    @property
-    def draining(self) -> bool:
-        return self.mgr.draining
-
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport) -> None:

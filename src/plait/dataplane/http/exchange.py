@@ -139,7 +139,8 @@ class Exchange:
 
     def on_request_end(self, trailers) -> None:
         self.request_done = True
-        self.t_request_end = time.monotonic()
+        if self.mgr.access_log is not None:
+            self.t_request_end = time.monotonic()
         if self.request.chunked:
             last = encode_last_chunk(trailers)
             if self.upstream is not None:
@@ -178,18 +179,20 @@ class Exchange:
         if conn is not None:
             self.attach(conn, reused=True)
         else:
-            self.t_connect = time.monotonic()
+            if self.mgr.access_log is not None:
+                self.t_connect = time.monotonic()
             n = self.attempts
             self.cluster.connect(host, lambda conn, exc: self.on_connected(conn, exc, n))
 
     def on_connected(self, conn, exc, attempt: int) -> None:
         if self.finished or attempt != self.attempts or self.upstream is not None:
             if conn is not None:  # this attempt was given up meanwhile: pool the connection
-                conn.host.release(conn, time.monotonic())
+                conn.host.release(conn)
             return
         if exc is not None:
             return self.attempt_failed(Reason.UPSTREAM_CONNECT_FAILURE, "connect-failure")
-        self.t_connected = time.monotonic()
+        if self.mgr.access_log is not None:
+            self.t_connected = time.monotonic()
         self.attach(conn, reused=False)
 
     def attach(self, conn, *, reused: bool) -> None:
@@ -270,7 +273,7 @@ class Exchange:
         status = resp.status
         if status < 200 and status != 101:
             return  # 1xx interim: the client already had our own 100 Continue
-        if self._can_retry(None, status):
+        if self.route.retry is not None and self._can_retry(None, status):
             conn.exchange = None
             conn.close()
             self.upstream = None
@@ -278,7 +281,8 @@ class Exchange:
             self._schedule_retry()
             return
         self.response_started = True
-        self.t_first_byte = time.monotonic()
+        if self.mgr.access_log is not None:
+            self.t_first_byte = time.monotonic()
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
@@ -287,7 +291,7 @@ class Exchange:
         req = self.request
         down = self.down
         framing = b""
-        keep_alive = req.keep_alive and not down.draining
+        keep_alive = req.keep_alive and not self.mgr.draining
         if status == 101:
             self.upgraded = True
             if self.timer is not None:
@@ -310,7 +314,7 @@ class Exchange:
                 down.close_after = True
             elif req.http10:
                 framing += _KEEP_ALIVE
-        down.send(encode_response_head(status, resp.reason, resp.headers, framing))
+        down.send(encode_response_head(status, resp.headers, framing))
 
     def on_response_end(self, conn, trailers) -> None:
         if self.down_chunked:
@@ -318,7 +322,7 @@ class Exchange:
         self.upstream = None
         if not (self.upstream_keep_alive and self.request_done):
             conn.reusable = False
-        conn.host.release(conn, time.monotonic())
+        conn.host.release(conn)
         self.response_done = True
         self.finish()
 
@@ -394,7 +398,7 @@ class Exchange:
         """Answer the request ourselves, naming the reason."""
         self.reason = reason
         req = self.request
-        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.down.draining
+        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.mgr.draining
         self.code, wire = local_response(
             reason, keep_alive=keep_alive, http10=req.http10, head_only=req.method == b"HEAD")
         if not keep_alive:
@@ -405,7 +409,7 @@ class Exchange:
 
     def direct_reply(self, status: int, body: bytes) -> None:
         req = self.request
-        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.down.draining
+        keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.mgr.draining
         self.code = status
         if not keep_alive:
             self.down.close_after = True

@@ -84,10 +84,10 @@ class ClusterManager:
     def sweep(self, now: float) -> None:
         """Close pooled connections idle for longer than their cluster's idle timeout."""
         for c in self.clusters.values():
-            limit = now - c.config.idle_timeout
+            timeout = c.config.idle_timeout
             for h in c.hosts:
                 if h.idle:
-                    h.close_idle(limit)
+                    h.close_idle(now, timeout)
 
     def host_series(self) -> list:
         return [(c.name, h.key, h.rq_total, h.cx_active)

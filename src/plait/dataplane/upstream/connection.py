@@ -104,7 +104,7 @@ class Host:
                 return conn
         return None
 
-    def release(self, conn: UpstreamConnection, now: float) -> None:
+    def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after a complete exchange; keep it if it can serve again."""
         conn.exchange = None
         conn.received = False
@@ -112,7 +112,7 @@ class Host:
                 or (self.max_requests and conn.requests >= self.max_requests)):
             conn.close()
             return
-        conn.idle_since = now
+        conn.idle_since = 0.0  # stamped by the next sweep that sees it idle
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
@@ -121,15 +121,19 @@ class Host:
         except ValueError:
             pass
 
-    def close_idle(self, older_than: float) -> None:
+    def close_idle(self, now: float, timeout: float) -> None:
+        """Close pooled connections idle for `timeout` seconds, as seen by successive
+        sweeps (no clock is read when a connection returns to the pool)."""
         keep = []
         for conn in self.idle:
             if conn.closed:
                 continue
-            if conn.idle_since < older_than:
+            if not conn.idle_since:
+                conn.idle_since = now
+            elif now - conn.idle_since >= timeout:
                 conn.close()
-            else:
-                keep.append(conn)
+                continue
+            keep.append(conn)
         self.idle[:] = keep
 
     def close_all(self) -> None:
