@@ -405,6 +405,9 @@ class Exchange:
             self.down.close_after = True
         self.response_started = self.response_done = True
         self.down.send(wire)
+        # A timer or an upstream event may have brought us here, outside the downstream's
+        # read batch that ends in a flush: send now.
+        self.down.flush()
         self.finish()
 
     def direct_reply(self, status: int, body: bytes) -> None:
