@@ -261,6 +261,8 @@ class Exchange:
             if kind is Response:
                 self.on_response_head(conn, ev)
             elif kind is EndOfMessage:
+                if self.upgraded or not self.response_started:
+                    continue  # the end of a 1xx interim head or of the 101: not the response
                 self.on_response_end(conn, ev.trailers)
             elif self.response_started:  # Data, or Upgraded tunnel bytes
                 data = ev.data
