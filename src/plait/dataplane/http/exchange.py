@@ -322,7 +322,9 @@ class Exchange:
         if self.down_chunked:
             self.down.send(encode_last_chunk(trailers))
         self.upstream = None
-        if not (self.upstream_keep_alive and self.request_done):
+        if not (self.upstream_keep_alive and self.request_done) or self.request.upgrade:
+            # After a refused upgrade the upstream may read the client's tunnel bytes as
+            # more requests, whose answers must not reach the next user of this connection.
             conn.reusable = False
         conn.host.release(conn)
         self.response_done = True
