@@ -23,6 +23,9 @@ Paths (any method; HEAD gets the same head without a body):
   /count                   JSON: requests served (not counting /count) and connections
   /flaky/<key>/<n>/<rest>  the first n requests under key behave as /<rest>; later ones
                            as /echo (retry tests: `/flaky/a/1/status/503`)
+  /interim/<code>/<rest>   an interim (1xx) response first, then as /<rest>
+  /ignore-upgrade          answer an upgrade request as /echo and read what follows it as
+                           more HTTP requests, as a server without WebSocket support does
 Anything else is echoed.
 """
 
@@ -173,9 +176,13 @@ class _Connection(asyncio.Protocol):
     async def respond(self, req: _Request, path: str) -> bool:
         """Answer one request; False when the connection must close afterwards."""
         parts = path.strip("/").split("/")
-        while parts and parts[0] in ("delay", "flaky"):
+        while parts and parts[0] in ("delay", "flaky", "interim"):
             if parts[0] == "delay":
                 await asyncio.sleep(int(parts[1]) / 1000.0)
+                parts = parts[2:]
+            elif parts[0] == "interim":
+                self.transport.write(b"HTTP/1.1 %s Interim\r\nx-interim: yes\r\n\r\n"
+                                     % parts[1].encode())
                 parts = parts[2:]
             else:
                 key, n = parts[1], int(parts[2])
@@ -200,6 +207,12 @@ class _Connection(asyncio.Protocol):
             return False
         elif kind == "ws":
             return self.upgrade(req)
+        elif kind == "ignore-upgrade" and req.upgrade_rest is not None:
+            self.send(req, 200, b"no upgrade here\n")
+            rest, req.upgrade_rest = req.upgrade_rest, None
+            self.parser = httptools.HttpRequestParser(self)
+            self.transport.resume_reading()
+            self.data_received(rest)
         elif kind == "http10":
             self.transport.write(b"HTTP/1.0 200 OK\r\nx-upstream-name: %s\r\n\r\n"
                                  b"close-delimited body" % self.server.name.encode())
