@@ -79,6 +79,19 @@ class Conn:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         return Reply(resp.status, headers, body, resp.version)
 
+    def reply_head(self, *, timeout: float | None = None) -> Reply:
+        """Read only a response head (a 101, after which the bytes are a tunnel's)."""
+        self.sock.settimeout(timeout or self.timeout)
+        version, status, _ = self.file.readline().decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return Reply(int(status), headers, b"", 11 if version == "HTTP/1.1" else 10)
+
     def read_exactly(self, n: int, *, timeout: float | None = None) -> bytes:
         """`n` raw bytes (tunnels); fewer only if the peer closes first."""
         self.sock.settimeout(timeout or self.timeout)
