@@ -270,3 +270,38 @@ def test_per_type_discovery_services_answer_like_ads():
             call.cancel()
 
     run(scenario())
+
+
+def test_a_change_reverted_while_the_push_is_in_flight_still_reaches_the_proxy():
+    # The proxy stops reading, so the write of a large response waits on HTTP/2 flow
+    # control; meanwhile the change is reverted. The server must compare the reverted
+    # content with what is on its way (B), not with what was ACKed before (A).
+    from plait.controlplane.mesh import Instance
+
+    def fleet(prefix: str) -> list[Instance]:
+        return [Instance(service="big", address=f"{prefix}.{n // 250}.{n % 250}", port=80,
+                         instance_id=f"{prefix}-{n}") for n in range(6000)]
+
+    async def scenario():
+        view = FakeMeshView()
+        view.set_instances("big", fleet("10.1"))
+        async with start_push(view, "127.0.0.1", 0) as push:
+            options = [("grpc.http2.bdp_probe", 0), ("grpc.max_receive_message_length", -1)]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{push.port}",
+                                                 options=options) as channel:
+                client = AdsClient(channel, make_node("slow-reader"))
+                first = await client.subscribe(ENDPOINT, ["outbound|80||big"])
+                await client.ack(first)
+                await eventually(lambda: push.counters()["acks"] == 1, "ACK")
+                view.set_instances("big", fleet("10.2"))  # B: too big for the window
+                await eventually(lambda: push.counters()["mesh_revisions"] == 1, "push B")
+                view.set_instances("big", fleet("10.1"))  # back to A
+                await eventually(lambda: push.counters()["mesh_revisions"] == 2, "revert")
+                middle = await client.recv()
+                assert middle.version_info != first.version_info
+                await client.ack(middle)
+                last = await client.recv()
+                assert last.version_info == first.version_info
+                client.close()
+
+    run(scenario())

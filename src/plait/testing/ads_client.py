@@ -60,10 +60,11 @@ class AdsClient:
         await self.send(type_url, names or [])
         return await self.recv()
 
-    async def recv(self, timeout: float = 5.0) -> Response:
-        """The next response; raises TimeoutError, or grpc.aio.AioRpcError if the server
-        ended the stream."""
-        response = await asyncio.wait_for(self._call.read(), timeout)
+    async def recv(self, timeout: float | None = 5.0) -> Response:
+        """The next response (None: wait without limit); raises TimeoutError, or
+        grpc.aio.AioRpcError if the server ended the stream."""
+        read = self._call.read()
+        response = await (read if timeout is None else asyncio.wait_for(read, timeout))
         if response is grpc.aio.EOF:
             await self._call  # raises the stream's final status
             raise EOFError("the server closed the stream")

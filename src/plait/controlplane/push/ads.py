@@ -67,6 +67,7 @@ class PushServer:
         self.port = 0
         self.last_change_at: float | None = None  # monotonic; the change behind self.index
         self._streams: set[Stream] = set()
+        self._shapes: dict[tuple, int] = {}
         self._dirty = asyncio.Event()
         self._first_change: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,6 +104,10 @@ class PushServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await debouncer
             self._streams.clear()
+
+    def shape_id(self, shape: tuple) -> int:
+        """A small int standing for a proxy shape, the same for every stream of that shape."""
+        return self._shapes.setdefault(shape, len(self._shapes))
 
     # --- change handling ---------------------------------------------------------------
     def _on_mesh_change(self) -> None:
@@ -149,8 +154,11 @@ class PushServer:
         self.index = index
         self.last_change_at = changed_at if changed_at is not None else time.monotonic()
         self.status.count("mesh_revisions")
+        # Decided here, synchronously and from memoised versions, so that a proxy the
+        # change does not touch is not even woken.
         for stream in self._streams:
-            stream.mesh_changed(self.last_change_at)
+            if stream.affected():
+                stream.mesh_changed(self.last_change_at)
 
     # --- grpc plumbing -----------------------------------------------------------------
     def _handlers(self) -> grpc.GenericRpcHandler:

@@ -76,11 +76,24 @@ class Stream:
         self.context = context
         self.fixed_type = fixed_type  # the per-type services carry no type URL
         self.proxy: ProxyInfo | None = None
+        self._shape = -1  # the proxy's shape as a small int: a cheap memo key
         self.record: ProxyRecord = server.status.connect(context.peer())
         self.queue: asyncio.Queue = asyncio.Queue()
         self._change_pending = False
         self._change_at: float | None = None
         self._nonce = 0
+
+    def affected(self) -> bool:
+        """Whether the current index changes anything this stream was sent."""
+        if self.proxy is None:
+            return False
+        for type_url, state in self.record.types.items():
+            try:
+                if self._selection(type_url)[1] != state.version_sent:
+                    return True
+            except Exception:  # let _push report it, with the stream's context
+                return True
+        return False
 
     def mesh_changed(self, changed_at: float) -> None:
         """Called by the server after a rebuild; coalesces into one queued marker."""
@@ -172,6 +185,7 @@ class Stream:
         except ConfigError as exc:
             self._node_error = f"bad node metadata: {exc}"
             return
+        self._shape = self.server.shape_id(self.proxy.shape)
         self.record.node_id = self.proxy.node_id
         self.record.app = self.proxy.app
 
@@ -211,7 +225,12 @@ class Stream:
             self.record.mode = "sidecar" if wildcard else "proxyless" if proxyless else "unknown"
         return True
 
-    def _selection(self, type_url: str) -> list[Resource]:
+    def _selection(self, type_url: str) -> tuple[list[Resource], str]:
+        """The resources of `type_url` this stream is subscribed to, and their version.
+
+        Memoised on the index by everything it depends on, so the thousand streams of a
+        push share the work: a stream whose content did not change costs a dict lookup.
+        """
         types = self.record.types
         listeners = types.get(LISTENER)
         names = listeners.names if listeners is not None else frozenset()
@@ -220,31 +239,39 @@ class Stream:
         # stream per type) may look them up by name.
         proxyless = listeners is not None and not listeners.wildcard and bool(
             names - {OUTBOUND, INBOUND})
-        found = universe(self.server.index, self.proxy, wildcard=not proxyless,
-                         listener_names=names)
-        by_name = found[type_url]
         state = types[type_url]
-        if state.wildcard:
-            return [by_name[n] for n in sorted(by_name)]
-        return [by_name[n] for n in sorted(state.names) if n in by_name]
+        key = ("selection", self._shape, proxyless, names, type_url, state.wildcard,
+               state.names)
+        index = self.server.index
+
+        def select() -> tuple[list[Resource], str]:
+            by_name = universe(index, self.proxy, wildcard=not proxyless,
+                               listener_names=names)[type_url]
+            if state.wildcard:
+                chosen = [by_name[n] for n in sorted(by_name)]
+            else:
+                chosen = [by_name[n] for n in sorted(state.names) if n in by_name]
+            return chosen, _version(chosen)
+
+        return index.memo(key, select)
 
     async def _push(self, type_url: str, *, force: bool = False,
                     changed_at: float | None = None) -> None:
         state = self.record.types[type_url]
         try:
-            selection = self._selection(type_url)
+            selection, version = self._selection(type_url)
         except Exception:  # a translator bug must not take the stream (or the server) down
             self.server.status.count("translate_errors")
             log.exception("translating %s for %s failed", type_url, self.record.node_id)
             return
-        version = _version(selection)
         if version == state.version_sent and not force:
             return
-        await self._send_raw(type_url, version, selection, state=state)
-        state.change_at = changed_at if changed_at is not None else state.sent_at
+        await self._send_raw(type_url, version, selection, state=state,
+                             changed_at=changed_at)
 
     async def _send_raw(self, type_url: str, version: str, selection: list[Resource], *,
-                        state: TypeStatus | None = None) -> None:
+                        state: TypeStatus | None = None,
+                        changed_at: float | None = None) -> None:
         body = self.server.index.memo(("response", type_url, version), lambda: (
             discovery_pb2.DiscoveryResponse(
                 version_info=version, type_url=type_url,
@@ -253,12 +280,16 @@ class Stream:
             ).SerializeToString()))
         self._nonce += 1
         nonce = str(self._nonce)
-        await self.context.write(Response(body, nonce))
-        self.server.status.count("pushes")
         if state is not None:
+            # Booked before the write, which may take a while under load: a rebuild in
+            # the meantime must compare with what is on its way, or a change reverted
+            # to this content would look like no change and never be sent.
             state.nonce, state.version_sent = nonce, version
             state.resources_sent = len(selection)
             state.sent_at, state.sent_wall = time.monotonic(), time.time()
+            state.change_at = changed_at if changed_at is not None else state.sent_at
+        await self.context.write(Response(body, nonce))
+        self.server.status.count("pushes")
 
 
 def _version(selection: list[Resource]) -> str:
