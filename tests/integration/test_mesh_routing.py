@@ -1,0 +1,260 @@
+"""The mesh as its users see it while everything is up: instances come and go, traffic
+rules are applied, bad rules are refused. One control plane, a caller `web`, two
+instances of `pricing` (v1 and v2) and a caller `web2` with two worker processes, all
+real processes on loopback, shared by the tests of this module; each test leaves the
+mesh as it found it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from plait.testing.mesh import (
+    Mesh, binomial_tolerance, listener_owner, process_group, wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+PRICING = {"pricing-v1", "pricing-v2"}
+RULE_DEADLINE = 1.0  # seconds: every proxy has a change within a second
+
+
+def subsets_rule() -> str:
+    return yaml.safe_dump({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "pricing"},
+        "spec": {"host": "pricing", "subsets": [
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v2", "labels": {"version": "v2"}}]},
+    })
+
+
+def split_rule(v1: int, v2: int, **http) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "pricing"},
+        "spec": {"hosts": ["pricing"], "http": [{
+            "name": "split", **http,
+            "route": [{"destination": {"host": "pricing", "subset": "v1"}, "weight": v1},
+                      {"destination": {"host": "pricing", "subset": "v2"}, "weight": v2}]}]},
+    })
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    mesh = Mesh(tmp_path_factory.mktemp("mesh"))
+    try:
+        web = mesh.add_app("web")
+        mesh.add_app("pricing", instance="pricing-v1", labels={"version": "v1"})
+        mesh.add_app("pricing", instance="pricing-v2", labels={"version": "v2"})
+        mesh.add_app("web2", concurrency=2)
+        mesh.wait_routable(web, "pricing", PRICING)
+        yield mesh
+    finally:
+        mesh.close()
+
+
+@pytest.fixture
+def callers(mesh):
+    """The two callers; afterwards every rule is deleted and both are back on the
+    default route to pricing."""
+    yield mesh.apps["web"], mesh.apps["web2"]
+    mesh.delete_all()
+    for caller in (mesh.apps["web"], mesh.apps["web2"]):
+        wait_until(lambda: caller.routes("pricing") == ["default"], timeout=5,
+                   what=f"{caller.instance} back on the default route")
+
+
+def test_a_new_instance_is_called_within_a_second_of_its_sidecar_being_ready(mesh, callers):
+    web, _ = callers
+    extra = mesh.add_app("pricing", instance="pricing-v1b", labels={"version": "v1"},
+                         sidecar=False)
+    extra.start_sidecar()
+    ready_at = time.monotonic()
+    served = set()
+    try:
+        while "pricing-v1b" not in served:
+            assert time.monotonic() - ready_at < 1.0, \
+                f"pricing-v1b not called within 1 s of its ready line; answers: {served}"
+            reply = web.call("pricing")
+            served.add(reply.served_by or f"<{reply.status}>")
+        assert mesh.instances("pricing")["pricing-v1b"]["labels"] == {"version": "v1"}
+    finally:
+        extra.stop_sidecar()
+    mesh.wait_routable(web, "pricing", PRICING)
+
+
+def test_a_stopped_sidecar_deregisters_its_app_and_callers_forget_it(mesh, callers):
+    web, web2 = callers
+    leaving = mesh.add_app("pricing", instance="pricing-leaving", labels={"version": "v1"})
+    endpoint = f"127.0.0.1:{leaving.inbound_port}"
+    wait_until(lambda: endpoint in web.service_endpoints("pricing"), timeout=5,
+               what="web sees the new instance")
+
+    assert leaving.stop_sidecar() == 0
+    # Deregistration is the sidecar's last act; the lease (3 s) has not run out yet.
+    assert "pricing-leaving" not in mesh.instances("pricing")
+    listed = mesh.cli("services", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    ids = {i["instanceId"] for s in json.loads(listed.stdout) for i in s["instances"]}
+    assert "pricing-leaving" not in ids and PRICING <= ids
+    for caller in (web, web2):
+        wait_until(lambda: endpoint not in caller.service_endpoints("pricing"),
+                   timeout=RULE_DEADLINE, what=f"{caller.instance} drops {endpoint}")
+    assert web.served_by("pricing", 20).keys() <= PRICING
+
+
+def test_a_killed_sidecar_leaves_when_its_lease_expires(mesh, callers):
+    web, _ = callers
+    ttl = 1.0
+    doomed = mesh.add_app("pricing", instance="pricing-doomed", labels={"version": "v2"},
+                          lease_ttl=ttl)
+    endpoint = f"127.0.0.1:{doomed.inbound_port}"
+    wait_until(lambda: endpoint in web.service_endpoints("pricing"), timeout=5,
+               what="web sees the new instance")
+    assert mesh.instances("pricing")["pricing-doomed"]["ttl"] == ttl
+
+    doomed.kill_sidecar()  # no deregistration: only the lease can remove it
+    # The registry checks leases every 0.5 s; the push follows within a second.
+    wait_until(lambda: "pricing-doomed" not in mesh.instances("pricing"),
+               timeout=ttl + 2.0, what="the killed instance's lease expires")
+    wait_until(lambda: endpoint not in web.service_endpoints("pricing"),
+               timeout=RULE_DEADLINE, what=f"web drops {endpoint}")
+    listed = mesh.cli("services", "-o", "json")
+    ids = {i["instanceId"] for s in json.loads(listed.stdout) for i in s["instances"]}
+    assert "pricing-doomed" not in ids
+    assert web.served_by("pricing", 20).keys() <= PRICING
+
+
+def wait_for_new_routes(caller, before: str) -> None:
+    wait_until(lambda: caller.route_version() != before, timeout=RULE_DEADLINE,
+               what=f"{caller.instance} serves the new routes")
+
+
+def test_canary_weights_are_followed_and_shifted(mesh, callers):
+    web, _ = callers
+    n = 400
+    for i, (v1, v2) in enumerate([(90, 10), (50, 50), (0, 100)]):
+        before = web.route_version()
+        text = split_rule(v1, v2)
+        out = mesh.apply(subsets_rule() + "---\n" + text if i == 0 else text)
+        assert "VirtualService default/pricing configured" in out
+        wait_for_new_routes(web, before)
+        counts = web.served_by("pricing", n)
+        assert counts.keys() <= PRICING, counts
+        share = v2 / 100
+        expected = n * share
+        assert abs(counts["pricing-v2"] - expected) <= binomial_tolerance(n, share), \
+            f"{v1}/{v2}: {counts}"
+        assert web.routes("pricing") == ["split"]
+
+
+def test_an_invalid_rule_is_refused_with_its_field_path_and_changes_nothing(mesh, callers):
+    web, _ = callers
+    mesh.apply_api(subsets_rule() + "---\n" + split_rule(100, 0))
+    wait_until(lambda: web.routes("pricing") == ["split"], timeout=RULE_DEADLINE,
+               what="web follows the first rule")
+    path = "/api/v1/resources/VirtualService/default/pricing"
+    before = mesh.api("GET", path).json()
+    version = web.route_version()
+
+    refused = mesh.cli("apply", "-f", "-", stdin=split_rule(0, 100, timeout="soon"))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: spec.http[0].timeout: "), refused.stderr
+    refused = mesh.cli("apply", "-f", "-", stdin=split_rule(90, 20))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: spec.http[0].route: destination weights total "
+                                     "110"), refused.stderr
+
+    listed = mesh.cli("get", "vs")
+    assert [line.split()[:4] for line in listed.stdout.splitlines()[1:]] == \
+        [["default", "pricing", "pricing", "1"]]
+    assert mesh.api("GET", path).json() == before
+    history = mesh.api("GET", path + "/history").json()["items"]
+    assert [item["version"] for item in history] == [1]
+    assert web.route_version() == version
+    assert web.served_by("pricing", 50) == {"pricing-v1": 50}
+
+
+def test_a_rule_the_sidecar_cannot_compile_is_nacked_and_the_last_good_one_kept(
+        mesh, callers):
+    """The control plane accepts header regex matches (Istio does) and sends them as
+    `string_match.safe_regex`; the sidecar's compiler supports only exact and prefix
+    header matches, so it refuses the route table: a real NACK, end to end."""
+    web, _ = callers
+    mesh.apply_api(subsets_rule() + "---\n" + split_rule(100, 0))
+    wait_until(lambda: web.routes("pricing") == ["split"], timeout=RULE_DEADLINE,
+               what="web follows the good rule")
+    good = web.route_version()
+    rejected_before = web.stats().value("plait_config_rejected_total")
+
+    mesh.apply(split_rule(0, 100, match=[{"headers": {"x-user": {"regex": "tester-[0-9]+"}}}]))
+    wait_until(lambda: web.xds()["nacks"].get("RouteConfiguration", 0) > 0, timeout=5,
+               what="web NACKs the route table")
+    xds = web.xds()
+    assert "unsupported match 'safe_regex'" in xds["last_nack"]
+    assert xds["connected"]
+    assert web.stats().value("plait_config_rejected_total") > rejected_before
+    assert web.route_version() == good
+    assert web.routes("pricing") == ["split"]
+    assert web.served_by("pricing", 50) == {"pricing-v1": 50}
+    assert web.call("pricing", headers={"x-user": "tester-7"}).served_by == "pricing-v1"
+
+    status = mesh.cli("proxy-status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    row = next(p for p in json.loads(status.stdout) if p["node_id"] == "web")
+    routes = row["types"]["routes"]
+    assert not routes["synced"] and not row["synced"]
+    assert routes["version_acked"] == good
+    assert "unsupported match 'safe_regex'" in routes["last_nack"]["error"]
+    assert routes["last_nack"]["version"] == routes["version_sent"]
+
+
+def test_a_change_reaches_every_worker_of_a_sidecar(mesh, callers):
+    """`web2` runs two worker processes sharing its listener ports; connections spread
+    over both, and after a weight change every connection, on either worker, follows it."""
+    _, web2 = callers
+    from http.client import HTTPConnection
+
+    pids = process_group(web2.admin.pid)
+    assert len(pids) == 2, pids
+    mesh.apply_api(subsets_rule() + "---\n" + split_rule(100, 0))
+    wait_until(lambda: web2.routes("pricing") == ["split"], timeout=RULE_DEADLINE,
+               what="web2 follows the first rule")
+
+    conns: list[tuple[HTTPConnection, int]] = []
+    try:
+        while len({pid for _, pid in conns}) < 2:
+            assert len(conns) < 64, "64 connections and all on one worker"
+            conn = HTTPConnection("127.0.0.1", web2.outbound_port, timeout=5)
+            conn.connect()
+            peer = conn.sock.getsockname()[1]
+            pid = wait_until(lambda: listener_owner(web2.outbound_port, peer, pids),
+                             timeout=5, what="a worker accepts the connection")
+            conns.append((conn, pid))
+
+        def answer(conn: HTTPConnection) -> str:
+            conn.request("GET", "/echo", headers={"Host": "pricing"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.getheader("x-upstream-name", f"<{resp.status}>")
+
+        for conn, _ in conns:
+            wait_until(lambda: answer(conn) == "pricing-v1", timeout=RULE_DEADLINE,
+                       what="every connection follows the first rule")
+        mesh.apply_api(split_rule(0, 100))
+        per_worker = {pid: 0 for pid in pids}
+        for conn, pid in conns:
+            wait_until(lambda: answer(conn) == "pricing-v2", timeout=RULE_DEADLINE,
+                       what=f"worker {pid} follows the new weights")
+        for conn, pid in conns:
+            for _ in range(max(1, 200 // len(conns))):
+                assert answer(conn) == "pricing-v2", f"worker {pid} still sends to v1"
+                per_worker[pid] += 1
+        assert all(count > 0 for count in per_worker.values()), per_worker
+    finally:
+        for conn, _ in conns:
+            conn.close()
