@@ -9,7 +9,7 @@ TEST_DEBS  := curl
 # Debian packages the benchmarks run side by side.
 BENCH_DEBS := nginx-light haproxy wrk util-linux procps
 
-.PHONY: demo test bench install test-debs bench-debs clean
+.PHONY: demo test bench bench-push install test-debs bench-debs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP) test-debs
 
 bench: $(STAMP) bench-debs
 	$(BIN)/python bench/http1.py
+
+# xDS push latency to 1,000 simulated proxies (about a minute; no Debian packages needed).
+bench-push: $(STAMP)
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
