@@ -14,6 +14,7 @@ text parser, so the exposition format is checked on every scrape.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -280,3 +281,16 @@ def start_upstream(name: str = "upstream", *, timeout: float = 15.0) -> Upstream
         [sys.executable, "-m", "plait.testing.upstream", "--port", "0", "--name", name],
         ready=UPSTREAM_READY, timeout=timeout, name=f"upstream {name}")
     return Upstream(process, int(match.group(1)), name)
+
+
+@contextlib.contextmanager
+def upstreams(*names: str):
+    """Start one upstream per name; yield {name: Upstream}; stop them all at exit."""
+    started: dict[str, Upstream] = {}
+    try:
+        for name in names:
+            started[name] = start_upstream(name)
+        yield started
+    finally:
+        for up in started.values():
+            up.stop()

@@ -164,14 +164,15 @@ class _Connection(asyncio.Protocol):
     def send(self, req: _Request, status: int, body: bytes, *, keep_alive: bool = True,
              headers: list[tuple[bytes, bytes]] = (), ctype: bytes = b"text/plain") -> None:
         lines = [b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Status")),
-                 b"x-upstream-name: " + self.server.name.encode(),
-                 b"content-type: " + ctype,
-                 b"content-length: %d" % len(body)]
+                 b"x-upstream-name: " + self.server.name.encode()]
+        if status not in (204, 304) and status >= 200:
+            lines += [b"content-type: " + ctype, b"content-length: %d" % len(body)]
         lines += [b"%s: %s" % h for h in headers]
         if not (keep_alive and req.keep_alive):
             lines.append(b"connection: close")
         head = b"\r\n".join(lines) + b"\r\n\r\n"
-        self.transport.write(head if req.method == "HEAD" else head + body)
+        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
+        self.transport.write(head if no_body else head + body)
 
     async def respond(self, req: _Request, path: str) -> bool:
         """Answer one request; False when the connection must close afterwards."""
