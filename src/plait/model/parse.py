@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from plait.core.errors import ConfigError
-from plait.model import checks
+from plait.model import checks, governance_checks
 from plait.model.resource import KINDS, Resource
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -93,6 +93,7 @@ _CHECKS = {
     "VirtualService": checks.check_virtual_service,
     "DestinationRule": checks.check_destination_rule,
     "ServiceEntry": checks.check_service_entry,
+    **governance_checks.CHECKS,
 }
 
 

@@ -10,19 +10,29 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Union
 
 from plait.core.errors import ConfigError
+from plait.model.alarm_rule import AlarmRule
+from plait.model.circuit_breaker import CircuitBreaker
+from plait.model.degrade import Degrade
 from plait.model.destination_rule import DestinationRule
+from plait.model.rate_limit import RateLimit
 from plait.model.service_entry import ServiceEntry
 from plait.model.virtual_service import VirtualService
 
-Resource = Union[VirtualService, DestinationRule, ServiceEntry]
+Resource = Union[VirtualService, DestinationRule, ServiceEntry,
+                 RateLimit, CircuitBreaker, Degrade, AlarmRule]  # fmt: skip  (plait.io kinds)
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
     "ServiceEntry": ServiceEntry,
+    "RateLimit": RateLimit,
+    "CircuitBreaker": CircuitBreaker,
+    "Degrade": Degrade,
+    "AlarmRule": AlarmRule,
 }
 
-_SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry"}
+_SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry",
+          "rl": "RateLimit", "cb": "CircuitBreaker", "degrade": "Degrade", "alarm": "AlarmRule"}
 _ALIASES = {
     **_SHORT,
     **{k.lower(): k for k in KINDS},
