@@ -12,6 +12,7 @@ itself) from one buffered reader, so pipelined responses are read one after anot
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import struct
 import time
@@ -109,14 +110,15 @@ class Conn:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self.sock.settimeout(remaining)
+            # select, not a socket timeout: a timed-out socket file refuses all later reads
+            readable, _, _ = select.select([self.sock], [], [], remaining)
+            if not readable:
+                return False
             try:
-                if not self.file.read1(65536):
+                if not self.sock.recv(65536):
                     return True
             except (ConnectionResetError, BrokenPipeError):
                 return True
-            except (socket.timeout, TimeoutError):
-                return False
 
     def abort(self) -> None:
         """Close with a TCP reset (SO_LINGER 0) instead of a FIN."""
