@@ -22,9 +22,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from plait.core.errors import ConfigError
 from plait.dataplane import filters
+from plait.dataplane.matchers import header_match, query_match, regex
 from plait.dataplane.config import (
-    ClusterConfig, Direction, Endpoint, HeaderMatch, LbPolicy, ListenerConfig, PathMatchKind,
-    RetryPolicy, Route, RouteTable, Snapshot, VirtualHost, WeightedCluster,
+    ClusterConfig, Direction, Endpoint, HashPolicy, HeaderEdit, HeaderMatch, LbPolicy,
+    ListenerConfig, Mirror, OutlierDetection, PathMatchKind, Redirect, RetryBudget, RetryPolicy,
+    Route, RouteTable, Snapshot, VirtualHost, WeightedCluster,
 )
 from plait.xds.resources import duration
 
@@ -141,13 +143,12 @@ def compile_listener(lis: listener_pb2.Listener, tables: dict | None, *,
                               f"no route configuration named {rds_name!r}")
     else:
         raise ConfigError(f"{hcm_path}", "needs route_config or rds")
-    names = tuple(hf.name for hf in hcm.http_filters) or ("envoy.filters.http.router",)
-    filters.check_chain(names, path=f"{hcm_path}.http_filters")
+    chain = filters.compile_chain(hcm.http_filters, path=f"{hcm_path}.http_filters")
     direction = (Direction.INBOUND if lis.traffic_direction == base_pb2.INBOUND
                  else Direction.OUTBOUND)
     cfg = dict(name=lis.name, host=sa.address, port=sa.port_value, direction=direction,
                stat_prefix=hcm.stat_prefix or lis.name, route_table=table, rds_name=rds_name,
-               connection_limit=limit, http_filters=names)
+               connection_limit=limit, http_filters=chain)
     if hcm.HasField("max_request_headers_kb"):
         cfg["max_request_headers_bytes"] = hcm.max_request_headers_kb.value * 1024
     if hcm.HasField("request_headers_timeout"):
@@ -166,7 +167,7 @@ def compile_route_table(rc: route_pb2.RouteConfiguration, *, path: str) -> Route
         vpath = f"{path}.virtual_hosts[{i}]"
         if not vh.domains:
             raise ConfigError(f"{vpath}.domains", "at least one domain is required")
-        routes = tuple(compile_route(r, path=f"{vpath}.routes[{j}]")
+        routes = tuple(compile_route(r, path=f"{vpath}.routes[{j}]", vhost=vh)
                        for j, r in enumerate(vh.routes))
         compiled = VirtualHost(name=vh.name, domains=tuple(vh.domains), routes=routes)
         vhosts.append(compiled)
@@ -189,7 +190,7 @@ def compile_route_table(rc: route_pb2.RouteConfiguration, *, path: str) -> Route
                       prefixes=tuple(prefixes), default=default, virtual_hosts=tuple(vhosts))
 
 
-def compile_route(r: route_pb2.Route, *, path: str) -> Route:
+def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
     m = r.match
     spec = m.WhichOneof("path_specifier")
     if spec == "prefix":
@@ -198,23 +199,35 @@ def compile_route(r: route_pb2.Route, *, path: str) -> Route:
         kind, value = PathMatchKind.EXACT, m.path
     elif spec == "safe_regex":
         kind, value = PathMatchKind.REGEX, m.safe_regex.regex
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ConfigError(f"{path}.match.safe_regex.regex", f"invalid regex: {exc}") from None
+        regex(value.encode(), f"{path}.match.safe_regex.regex")
     else:
         raise ConfigError(f"{path}.match", "needs prefix, path or safe_regex")
     case_sensitive = m.case_sensitive.value if m.HasField("case_sensitive") else True
-    headers = tuple(_header_match(h, f"{path}.match.headers[{k}]")
+    headers = tuple(header_match(h, f"{path}.match.headers[{k}]")
                     for k, h in enumerate(m.headers))
-    out = dict(name=r.name or path.rsplit(".", 1)[-1], path_kind=kind, path=value, headers=headers,
-               case_sensitive=case_sensitive)
+    query = tuple(query_match(q, f"{path}.match.query_parameters[{k}]")
+                  for k, q in enumerate(m.query_parameters))
+    out = dict(name=r.name or path.rsplit(".", 1)[-1], path_kind=kind, path=value,
+               headers=headers, query=query, case_sensitive=case_sensitive)
+    out["request_headers"] = _header_edit(
+        list(r.request_headers_to_add) + list(vhost.request_headers_to_add if vhost else ()),
+        list(r.request_headers_to_remove) + list(vhost.request_headers_to_remove if vhost else ()),
+        f"{path}.request_headers_to_add")
+    out["response_headers"] = _header_edit(
+        list(r.response_headers_to_add) + list(vhost.response_headers_to_add if vhost else ()),
+        list(r.response_headers_to_remove) + list(vhost.response_headers_to_remove if vhost else ()),
+        f"{path}.response_headers_to_add")
+    out["per_filter"] = filters.compile_per_route(r.typed_per_filter_config,
+                                                  path=f"{path}.typed_per_filter_config")
     action = r.WhichOneof("action")
     if action == "direct_response":
         out["direct_status"] = r.direct_response.status
         out["direct_body"] = r.direct_response.body.inline_string.encode()
         if not 200 <= r.direct_response.status <= 599:
             raise ConfigError(f"{path}.direct_response.status", "must be 200..599")
+        return Route(**out)
+    if action == "redirect":
+        out["redirect"] = _redirect(r.redirect, f"{path}.redirect")
         return Route(**out)
     if action != "route":
         raise ConfigError(f"{path}", f"unsupported route action {action!r}")
@@ -236,35 +249,74 @@ def compile_route(r: route_pb2.Route, *, path: str) -> Route:
         out["retry"] = _retry_policy(ra.retry_policy, f"{path}.route.retry_policy")
     if ra.prefix_rewrite:
         out["prefix_rewrite"] = ra.prefix_rewrite
+    if ra.HasField("regex_rewrite"):
+        rr = ra.regex_rewrite
+        out["regex_rewrite"] = (regex(rr.pattern.regex.encode(),
+                                       f"{path}.route.regex_rewrite.pattern.regex"),
+                                rr.substitution.encode())
     if ra.host_rewrite_literal:
         out["host_rewrite"] = ra.host_rewrite_literal
+    policies = []
     for k, hp in enumerate(ra.hash_policy):
-        if hp.HasField("header"):
-            out["hash_header"] = hp.header.header_name.lower().encode()
-            break
+        which = hp.WhichOneof("policy_specifier")
+        if which == "header":
+            policies.append(HashPolicy("header", hp.header.header_name.lower().encode()))
+        elif which == "cookie":
+            policies.append(HashPolicy("cookie", hp.cookie.name.encode()))
+        elif which == "connection_properties" and hp.connection_properties.source_ip:
+            policies.append(HashPolicy("source_ip"))
+        else:
+            raise ConfigError(f"{path}.route.hash_policy[{k}]", f"unsupported policy {which!r}")
+    out["hash_policies"] = tuple(policies)
+    mirrors = []
+    for k, mp in enumerate(ra.request_mirror_policies):
+        fraction = 1.0
+        if mp.HasField("runtime_fraction"):
+            fraction = _fraction(mp.runtime_fraction.default_value)
+        if not mp.cluster:
+            raise ConfigError(f"{path}.route.request_mirror_policies[{k}].cluster", "required")
+        mirrors.append(Mirror(cluster=mp.cluster, fraction=fraction))
+    out["mirrors"] = tuple(mirrors)
     return Route(**out)
 
 
-def _header_match(h: route_pb2.HeaderMatcher, path: str) -> HeaderMatch:
-    name = h.name.lower().encode()
-    kind = h.WhichOneof("header_match_specifier")
-    if kind == "present_match":
-        return HeaderMatch(name=name, present=h.present_match, invert=h.invert_match)
-    if kind == "exact_match":
-        return HeaderMatch(name=name, exact=h.exact_match.encode(), invert=h.invert_match)
-    if kind == "prefix_match":
-        return HeaderMatch(name=name, prefix=h.prefix_match.encode(), invert=h.invert_match)
-    if kind == "string_match":
-        sm = h.string_match
-        which = sm.WhichOneof("match_pattern")
-        if which == "exact":
-            return HeaderMatch(name=name, exact=sm.exact.encode(), invert=h.invert_match)
-        if which == "prefix":
-            return HeaderMatch(name=name, prefix=sm.prefix.encode(), invert=h.invert_match)
-        raise ConfigError(f"{path}.string_match", f"unsupported match {which!r}")
-    if kind is None:
-        return HeaderMatch(name=name, present=True, invert=h.invert_match)
-    raise ConfigError(path, f"unsupported header match {kind!r}")
+_DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}  # envoy.type.v3.FractionalPercent
+
+
+def _fraction(fp) -> float:
+    """An Envoy FractionalPercent as a number in 0..1."""
+    return min(1.0, fp.numerator / _DENOMINATORS.get(fp.denominator, 100))
+
+
+_REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+
+
+def _redirect(rd, path: str) -> Redirect:
+    scheme = b"https" if rd.https_redirect else (rd.scheme_redirect.encode() or None)
+    which = rd.WhichOneof("path_rewrite_specifier")
+    if rd.HasField("regex_rewrite"):
+        raise ConfigError(f"{path}.regex_rewrite", "not supported in redirects")
+    return Redirect(status=_REDIRECT_CODES.get(rd.response_code, 301), scheme=scheme,
+                    host=rd.host_redirect.encode() or None, port=rd.port_redirect,
+                    path=rd.path_redirect.encode() if which == "path_redirect" else None,
+                    prefix_rewrite=rd.prefix_rewrite.encode() if which == "prefix_rewrite" else None,
+                    strip_query=rd.strip_query)
+
+
+def _header_edit(adds, removes, path: str) -> HeaderEdit | None:
+    if not adds and not removes:
+        return None
+    out = []
+    for k, opt in enumerate(adds):
+        name = opt.header.key.lower()
+        if not name or name.startswith(":") or name == "host":
+            raise ConfigError(f"{path}[{k}].header.key", f"cannot set {name!r}")
+        if opt.HasField("append"):
+            append = opt.append.value
+        else:
+            append = opt.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+        out.append((name.encode(), opt.header.value.encode(), append))
+    return HeaderEdit(add=tuple(out), remove=frozenset(n.lower().encode() for n in removes))
 
 
 def _retry_policy(rp: route_pb2.RetryPolicy, path: str) -> RetryPolicy:
@@ -307,6 +359,23 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
         out["max_requests_per_connection"] = c.max_requests_per_connection.value
     if c.ring_hash_lb_config.HasField("minimum_ring_size"):
         out["ring_size"] = min(c.ring_hash_lb_config.minimum_ring_size.value, 1 << 20)
+    if c.common_lb_config.HasField("healthy_panic_threshold"):
+        out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
+    for t in c.circuit_breakers.thresholds:
+        if t.HasField("retry_budget"):
+            rb = t.retry_budget
+            # Envoy's budget is a share of active requests; Plait's is a share of the
+            # request rate over a window (Linkerd's), so budget_percent is read as that
+            # share and min_retry_concurrency as the floor in retries per second.
+            default = RetryBudget()
+            out["retry_budget"] = RetryBudget(
+                ratio=(rb.budget_percent.value / 100.0 if rb.HasField("budget_percent")
+                       else default.ratio),
+                min_per_second=(float(rb.min_retry_concurrency.value)
+                                if rb.HasField("min_retry_concurrency")
+                                else default.min_per_second))
+    if c.HasField("outlier_detection"):
+        out["outlier"] = _outlier(c.outlier_detection)
     if c.type == cluster_pb2.Cluster.EDS:
         name = c.eds_cluster_config.service_name or c.name
         out["eds_service_name"] = name
@@ -315,6 +384,23 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
     else:
         out["endpoints"] = compile_endpoints(c.load_assignment, f"{path}.load_assignment")
     return ClusterConfig(**out)
+
+
+def _outlier(od) -> OutlierDetection:
+    d = OutlierDetection()
+    return OutlierDetection(
+        consecutive_5xx=(od.consecutive_5xx.value if od.HasField("consecutive_5xx")
+                         else d.consecutive_5xx),
+        consecutive_gateway_failure=(od.consecutive_gateway_failure.value
+                                     if od.HasField("consecutive_gateway_failure") else 0),
+        interval=duration(od.interval) if od.HasField("interval") else d.interval,
+        base_ejection_time=(duration(od.base_ejection_time)
+                            if od.HasField("base_ejection_time") else d.base_ejection_time),
+        max_ejection_time=(duration(od.max_ejection_time)
+                           if od.HasField("max_ejection_time") else d.max_ejection_time),
+        max_ejection_percent=(od.max_ejection_percent.value
+                              if od.HasField("max_ejection_percent")
+                              else d.max_ejection_percent))
 
 
 def compile_endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tuple[Endpoint, ...]:
@@ -335,5 +421,6 @@ def compile_endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tup
             if meta is not None:
                 labels = tuple(sorted((k, str(v)) for k, v in meta.items()))
             out.append(Endpoint(host=sa.address, port=sa.port_value, weight=max(weight, 1),
-                                zone=locality.locality.zone, labels=labels))
+                                zone=locality.locality.zone, labels=labels,
+                                priority=locality.priority))
     return tuple(out)

@@ -9,6 +9,7 @@ Durations are float seconds; 0 means "no limit" where a field says so.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -37,6 +38,7 @@ class Endpoint:
     weight: int = 1
     zone: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    priority: int = 0  # Envoy locality priority: 0 first; higher only when 0 is unhealthy
 
     @property
     def key(self) -> str:
@@ -68,13 +70,55 @@ class WeightedCluster:
 
 @dataclass(frozen=True, slots=True)
 class HeaderMatch:
-    """One header condition; `name` is lower-case bytes, values are bytes."""
+    """One header (or query parameter) condition; `name` is lower-case bytes (query
+    parameter names keep their case), values are bytes. Pseudo-headers `:method`,
+    `:authority` and `:path` match the request line and Host, as in Envoy."""
 
     name: bytes
     exact: bytes | None = None
     prefix: bytes | None = None
+    regex: re.Pattern | None = None  # bytes pattern, full match
     present: bool | None = None
     invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdit:
+    """Headers to add (`append`: beside existing values; else replace) and to remove."""
+
+    add: tuple[tuple[bytes, bytes, bool], ...] = ()
+    remove: frozenset[bytes] = frozenset()
+
+    def apply(self, headers: list) -> list:
+        names = self.remove | {n for n, _, append in self.add if not append}
+        out = [h for h in headers if h[0] not in names] if names else list(headers)
+        out.extend((n, v) for n, v, _ in self.add)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    status: int = 301  # Envoy's default response_code MOVED_PERMANENTLY
+    scheme: bytes | None = None
+    host: bytes | None = None
+    port: int = 0
+    path: bytes | None = None
+    prefix_rewrite: bytes | None = None
+    strip_query: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    cluster: str
+    fraction: float = 1.0  # of requests, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class HashPolicy:
+    """Where a ring-hash key comes from: a header, a cookie, or the caller's address."""
+
+    kind: str  # "header" | "cookie" | "source_ip"
+    name: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +136,15 @@ class Route:
     timeout: float = 15.0  # Envoy's route default; 0 disables
     retry: RetryPolicy | None = None
     prefix_rewrite: str | None = None
+    regex_rewrite: tuple[re.Pattern, bytes] | None = None
     host_rewrite: str | None = None
-    hash_header: bytes | None = None  # ring hash key: a request header (lower-case)
+    hash_policies: tuple[HashPolicy, ...] = ()
+    query: tuple[HeaderMatch, ...] = ()  # query parameter conditions
+    request_headers: HeaderEdit | None = None
+    response_headers: HeaderEdit | None = None
+    redirect: Redirect | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    per_filter: dict = field(default_factory=dict, hash=False)  # filter name -> its config
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +176,31 @@ class ClusterConfig:
     max_requests_per_connection: int = 0  # 0: unlimited
     ring_size: int = 1024  # Envoy's minimum_ring_size default
     eds_service_name: str = ""  # non-empty: endpoints come by EDS under this name
+    retry_budget: "RetryBudget" = field(default_factory=lambda: RetryBudget())
+    outlier: "OutlierDetection | None" = None
+    healthy_panic_threshold: float = 50.0  # percent; Envoy's default
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """Retries may add at most `ratio` of the requests of the last `window` seconds, plus
+    `min_per_second` (Linkerd's budget, whose defaults these are: 20% + 10/s over 10 s)."""
+
+    ratio: float = 0.2
+    min_per_second: float = 10.0
+    window: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health: Envoy's outlier_detection fields and defaults."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 0  # 0: off (Envoy enforces it at 0% by default)
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +216,8 @@ class ListenerConfig:
     request_headers_timeout: float = 10.0  # 0 disables; Envoy default is off, we choose safe
     idle_timeout: float = 3600.0  # downstream idle; Envoy's HCM default 1 h
     connection_limit: int = 0  # 0: unlimited
-    http_filters: tuple[str, ...] = ("envoy.filters.http.router",)
+    # ((filter name, compiled config or None), ...), ending with the router
+    http_filters: tuple = (("envoy.filters.http.router", None),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import random
 import re
 from bisect import bisect_right
 from itertools import accumulate
+from urllib.parse import unquote_to_bytes
 
 from plait.dataplane.config import PathMatchKind, Route, RouteTable, VirtualHost
 
@@ -18,8 +19,8 @@ _HOST_CACHE_MAX = 1024
 
 
 class _CompiledRoute:
-    __slots__ = ("route", "kind", "value", "regex", "lower", "headers", "clusters", "cum",
-                 "total")
+    __slots__ = ("route", "kind", "value", "regex", "lower", "headers", "query", "clusters",
+                 "cum", "total")
 
     def __init__(self, route: Route) -> None:
         self.route = route
@@ -30,11 +31,13 @@ class _CompiledRoute:
         self.regex = (re.compile(value, re.IGNORECASE if self.lower else 0)
                       if self.kind is PathMatchKind.REGEX else None)
         self.headers = route.headers
+        self.query = route.query
         self.clusters = [w.name for w in route.weighted_clusters]
         self.cum = list(accumulate(w.weight for w in route.weighted_clusters))
         self.total = self.cum[-1] if self.cum else 0
 
-    def matches(self, target: bytes, headers: list) -> bool:
+    def matches(self, req) -> bool:
+        target = req.target
         kind = self.kind
         if self.lower:
             target = target.lower()
@@ -48,8 +51,10 @@ class _CompiledRoute:
                     return False
             elif self.regex.fullmatch(path) is None:
                 return False
-        if self.headers:
-            return _headers_match(self.headers, headers)
+        if self.headers and not headers_match(self.headers, req):
+            return False
+        if self.query and not query_params_match(self.query, req.target):
+            return False
         return True
 
     def pick_cluster(self) -> str:
@@ -58,17 +63,48 @@ class _CompiledRoute:
         return self.clusters[bisect_right(self.cum, random.random() * self.total)]
 
 
-def _headers_match(conditions, headers: list) -> bool:
+def _values(name: bytes, req) -> list[bytes]:
+    if name[:1] == b":":
+        if name == b":method":
+            return [req.method]
+        if name == b":authority":
+            return [req.host] if req.host else []
+        if name == b":path":
+            return [req.target]
+        return []
+    return [v for n, v in req.headers if n == name]
+
+
+def _matches(cond, values: list[bytes]) -> bool:
+    if cond.present is not None:
+        return bool(values) == cond.present
+    if not values:
+        return False
+    value = values[0] if len(values) == 1 else b",".join(values)
+    if cond.exact is not None:
+        return value == cond.exact
+    if cond.prefix is not None:
+        return value.startswith(cond.prefix)
+    return cond.regex.fullmatch(value) is not None
+
+
+def headers_match(conditions, req) -> bool:
+    """All conditions hold for the request (Envoy's HeaderMatcher semantics, incl. invert)."""
     for cond in conditions:
-        values = [v for n, v in headers if n == cond.name]
-        if cond.present is not None:
-            ok = bool(values) == cond.present
-        elif not values:
-            ok = False
-        else:
-            value = b",".join(values)
-            ok = value == cond.exact if cond.exact is not None else value.startswith(cond.prefix)
-        if ok == cond.invert:
+        if _matches(cond, _values(cond.name, req)) == cond.invert:
+            return False
+    return True
+
+
+def query_params_match(conditions, target: bytes) -> bool:
+    _, sep, query = target.partition(b"?")
+    params: dict[bytes, list[bytes]] = {}
+    if sep:
+        for pair in query.split(b"&"):
+            key, _, value = pair.partition(b"=")
+            params.setdefault(unquote_to_bytes(key), []).append(unquote_to_bytes(value))
+    for cond in conditions:
+        if _matches(cond, params.get(cond.name, [])[:1]) == cond.invert:
             return False
     return True
 
@@ -113,12 +149,13 @@ class Router:
                     return vh
         return table.default
 
-    def route(self, host: bytes, target: bytes, headers: list) -> _CompiledRoute | None:
-        """The first route that matches, or None (no virtual host or no route)."""
-        vh = self.virtual_host(host)
+    def route(self, req) -> _CompiledRoute | None:
+        """The first route that matches the request head, or None (no virtual host or no
+        route)."""
+        vh = self.virtual_host(req.host)
         if vh is None:
             return None
         for compiled in self._routes[id(vh)]:
-            if compiled.matches(target, headers):
+            if compiled.matches(req):
                 return compiled
         return None

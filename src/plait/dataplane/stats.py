@@ -29,7 +29,7 @@ class Histogram:
 
 class ListenerStats:
     __slots__ = ("name", "cx_total", "cx_active", "cx_overflow", "rq_total",
-                 "protocol_errors", "local_replies")
+                 "protocol_errors", "local_replies", "counters")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -39,12 +39,17 @@ class ListenerStats:
         self.rq_total = 0
         self.protocol_errors: dict[str, int] = {}  # reason -> count
         self.local_replies: dict[str, int] = {}  # reason -> count
+        self.counters: dict[str, int] = {}  # filters' own counters, by metric name
+
+    def count(self, metric: str, n: int = 1) -> None:
+        self.counters[metric] = self.counters.get(metric, 0) + n
 
 
 class ClusterStats:
     __slots__ = ("name", "rq_by_code", "duration", "cx_total", "cx_connect_fail",
                  "cx_connect_timeout", "rq_retry", "rq_retry_success", "rq_timeout",
-                 "rq_reset", "rq_active")
+                 "rq_reset", "rq_active", "rq_retry_budget_exhausted", "rq_mirror",
+                 "rq_mirror_failed", "outlier_ejections", "outlier_returns", "lb_panic")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -58,6 +63,12 @@ class ClusterStats:
         self.rq_timeout = 0
         self.rq_reset = 0
         self.rq_active = 0
+        self.rq_retry_budget_exhausted = 0
+        self.rq_mirror = 0
+        self.rq_mirror_failed = 0
+        self.outlier_ejections = 0
+        self.outlier_returns = 0
+        self.lb_panic = 0
 
 
 class Stats:
@@ -99,6 +110,8 @@ class Stats:
                 counters.append(("downstream_protocol_error_total", {**lab, "reason": reason}, n))
             for reason, n in ls.local_replies.items():
                 counters.append(("local_reply_total", {**lab, "reason": reason}, n))
+            for metric, n in ls.counters.items():
+                counters.append((metric, lab, n))
         for cs in self.clusters.values():
             lab = {"cluster": cs.name}
             for code, n in cs.rq_by_code.items():
@@ -109,7 +122,14 @@ class Stats:
                          ("upstream_rq_retry_total", lab, cs.rq_retry),
                          ("upstream_rq_retry_success_total", lab, cs.rq_retry_success),
                          ("upstream_rq_timeout_total", lab, cs.rq_timeout),
-                         ("upstream_rq_reset_total", lab, cs.rq_reset)]
+                         ("upstream_rq_reset_total", lab, cs.rq_reset),
+                         ("upstream_rq_retry_budget_exhausted_total", lab,
+                          cs.rq_retry_budget_exhausted),
+                         ("upstream_rq_mirror_total", lab, cs.rq_mirror),
+                         ("upstream_rq_mirror_failed_total", lab, cs.rq_mirror_failed),
+                         ("outlier_ejections_total", lab, cs.outlier_ejections),
+                         ("outlier_returns_total", lab, cs.outlier_returns),
+                         ("lb_healthy_panic_total", lab, cs.lb_panic)]
             gauges.append(("upstream_rq_active", lab, cs.rq_active))
             hists.append(("upstream_rq_duration_seconds", lab, list(cs.duration.counts),
                           cs.duration.sum))

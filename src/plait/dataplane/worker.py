@@ -16,9 +16,8 @@ from plait.dataplane.accesslog import AccessLog
 from plait.dataplane.config import Snapshot
 from plait.dataplane.http.manager import HttpConnectionManager
 from plait.dataplane.stats import Stats
-from plait.dataplane.upstream.cluster import ClusterManager
+from plait.dataplane.upstream.cluster import SWEEP_INTERVAL, ClusterManager
 
-SWEEP_INTERVAL = 0.5  # seconds: granularity of the header deadline and idle timeouts
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:

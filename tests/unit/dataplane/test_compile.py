@@ -51,7 +51,7 @@ def test_good_bootstrap_compiles_to_plain_objects():
         "outbound", "127.0.0.1", 15001, Direction.OUTBOUND)
     assert lis.max_request_headers_bytes == 8 * 1024
     assert lis.request_headers_timeout == 1.0 and lis.connection_limit == 10
-    assert lis.http_filters == ("envoy.filters.http.router",)
+    assert lis.http_filters == (("envoy.filters.http.router", None),)
     table = lis.route_table
     assert set(table.exact) == {"a.example"} and table.default is not None
     api, split, css = table.default.routes

@@ -1,35 +1,97 @@
 """HTTP filters, registered by name in one explicit table.
 
-A listener's `http_filters` (Envoy's HttpConnectionManager field) names the chain; it is
-checked against this table when config is compiled. The router is the terminal filter
-and must come last, as in Envoy. Each further filter (authz, rate limit, fault, ...) lives
-in its own file in this package and is added to `REGISTRY` here, by hand: importing a
-module never registers anything.
+A listener's `http_filters` (Envoy's HttpConnectionManager field) names the chain; each
+entry's `typed_config` is compiled once, at config load, by its filter's `compile`; a
+route's `typed_per_filter_config` is compiled the same way and overrides the listener's
+config for that route. The router is the terminal filter, built into the request path
+(`http/exchange.py`), and must come last, as in Envoy.
+
+A filter is a small object made once per listener config with one method,
+`on_request(exchange) -> bool`: CONTINUE (True) passes the request on; STOP (False) means
+the filter answered (`exchange.local_reply`) or will call `exchange.resume()` later.
+Each filter lives in its own module here and is added to `REGISTRY` by hand: importing a
+module never registers anything, and a duplicate name is an error.
 """
 
 from __future__ import annotations
 
-from plait.core.errors import ConfigError
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from google.protobuf.message import Message
+
+from plait.core.errors import ConfigError
+from plait.dataplane.filters import fault
+
+CONTINUE = True
+STOP = False
 ROUTER = "envoy.filters.http.router"
 
-# name -> factory; the router is built into the request path (dataplane/http/exchange.py),
-# so it has no factory of its own.
-REGISTRY: dict[str, object] = {
-    ROUTER: None,
-}
+
+@dataclass(frozen=True, slots=True)
+class FilterFactory:
+    name: str
+    config_type: type[Message] | None  # the protobuf type of typed_config
+    compile: Callable[[Any, str], Any] | None  # (message, field path) -> plain config
+    create: Callable[[Any], Any] | None  # plain config -> filter object
 
 
-def check_chain(names: tuple[str, ...], *, path: str) -> None:
-    """Raise ConfigError unless every name is registered, none repeats, and the chain ends
-    with the router."""
+def _registry(*factories: FilterFactory) -> dict[str, FilterFactory]:
+    table: dict[str, FilterFactory] = {}
+    for f in factories:
+        if f.name in table:
+            raise ValueError(f"http filter {f.name!r} registered twice")
+        table[f.name] = f
+    return table
+
+
+REGISTRY = _registry(
+    FilterFactory(ROUTER, None, None, None),
+    FilterFactory(fault.NAME, fault.HTTPFault, fault.compile_config, fault.FaultFilter),
+)
+
+
+def _unpack(factory: FilterFactory, any_msg, path: str):
+    if factory.config_type is None or not any_msg.type_url:
+        return None
+    msg = factory.config_type()
+    if not any_msg.Unpack(msg):
+        raise ConfigError(path, f"expected {msg.DESCRIPTOR.full_name}, got {any_msg.type_url}")
+    return factory.compile(msg, path)
+
+
+def compile_chain(http_filters, *, path: str) -> tuple[tuple[str, Any], ...]:
+    """Check and compile a listener's chain: every name registered, none twice, the
+    router last. Returns ((name, compiled config or None), ...)."""
+    out = []
     seen = set()
-    for i, name in enumerate(names):
-        if name not in REGISTRY:
-            raise ConfigError(f"{path}[{i}].name", f"unknown http filter {name!r}; "
+    for i, hf in enumerate(http_filters):
+        factory = REGISTRY.get(hf.name)
+        if factory is None:
+            raise ConfigError(f"{path}[{i}].name", f"unknown http filter {hf.name!r}; "
                               f"known: {sorted(REGISTRY)}")
-        if name in seen:
-            raise ConfigError(f"{path}[{i}].name", f"http filter {name!r} appears twice")
-        seen.add(name)
-    if not names or names[-1] != ROUTER:
+        if hf.name in seen:
+            raise ConfigError(f"{path}[{i}].name", f"http filter {hf.name!r} appears twice")
+        seen.add(hf.name)
+        out.append((hf.name, _unpack(factory, hf.typed_config, f"{path}[{i}].typed_config")))
+    if not out:
+        return ((ROUTER, None),)
+    if out[-1][0] != ROUTER:
         raise ConfigError(path, f"the chain must end with {ROUTER!r}")
+    return tuple(out)
+
+
+def compile_per_route(per_filter, *, path: str) -> dict:
+    """A route's `typed_per_filter_config`, compiled: {filter name: config}."""
+    out = {}
+    for name, any_msg in per_filter.items():
+        factory = REGISTRY.get(name)
+        if factory is None or factory.compile is None:
+            raise ConfigError(f"{path}[{name}]", f"no per-route config for {name!r}")
+        out[name] = _unpack(factory, any_msg, f"{path}[{name}]")
+    return out
+
+
+def build_chain(compiled: tuple[tuple[str, Any], ...]) -> tuple:
+    """The filter objects of a compiled chain, router excluded."""
+    return tuple(REGISTRY[name].create(config) for name, config in compiled if name != ROUTER)

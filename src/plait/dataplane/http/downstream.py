@@ -210,6 +210,11 @@ class DownstreamConnection(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
 
+    def peer_ip(self) -> bytes | None:
+        """The client's address (for source-IP hashing), or None if unknown."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return peer[0].encode() if peer else None
+
     @property
     def idle(self) -> bool:
         return self.exchange is None and not self.codec.in_head

@@ -23,7 +23,9 @@ from plait.codec.http1 import (
     encode_response_head,
 )
 from plait.core.errors import Reason
+from plait.dataplane.http import mirror
 from plait.dataplane.http.local_reply import direct_response, local_response
+from plait.dataplane.router import headers_match
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
@@ -39,6 +41,13 @@ _COVERS = {
 _GATEWAY = frozenset((502, 503, 504))
 
 
+def _regex_rewrite(rewrite, target: bytes) -> bytes:
+    """Envoy's regex_rewrite: substitute in the path, keep the query string."""
+    pattern, substitution = rewrite
+    path, sep, query = target.partition(b"?")
+    return pattern.sub(substitution, path) + sep + query  # \1 refers to a group, as in RE2
+
+
 class Exchange:
     __slots__ = (
         "down", "mgr", "request", "route", "cluster", "host", "upstream", "head", "body",
@@ -46,7 +55,7 @@ class Exchange:
         "response_done", "down_chunked", "code", "reason", "attempts", "retries", "timer",
         "try_timer", "retry_handle", "reused", "finished", "upgraded", "t_start",
         "t_request_end", "t_connect", "t_connected", "t_first_byte", "bytes_sent",
-        "upstream_keep_alive", "upstream_key",
+        "upstream_keep_alive", "upstream_key", "compiled", "filter_index", "mirrors",
     )
 
     def __init__(self, down, request) -> None:
@@ -84,41 +93,88 @@ class Exchange:
         self.bytes_sent = 0
         self.upstream_keep_alive = True
         self.upstream_key = ""
+        self.compiled = None
+        self.filter_index = 0
+        self.mirrors = ()
 
     # -- request side -------------------------------------------------------------------
 
     def start(self) -> None:
         mgr = self.mgr
-        req = self.request
         router = mgr.router
-        compiled = router.route(req.host, req.target, req.headers) if router else None
+        compiled = router.route(self.request) if router else None
         if compiled is None:
             return self.local_reply(Reason.NO_ROUTE)
-        route = self.route = compiled.route
+        self.route = compiled.route
+        self.compiled = compiled
+        if mgr.filters:
+            self.filter_index = 0
+            return self.resume()
+        self.forward()
+
+    def resume(self) -> None:
+        """Run the rest of the filter chain, then the router if every filter continued.
+        A filter that stopped the request (a fault delay) calls this to go on."""
+        chain = self.mgr.filters
+        while self.filter_index < len(chain):
+            f = chain[self.filter_index]
+            self.filter_index += 1
+            if not f.on_request(self):
+                return
+        self.forward()
+
+    def headers_match(self, conditions) -> bool:
+        return headers_match(conditions, self.request)
+
+    def forward(self) -> None:
+        """The router: pick the cluster, prepare the upstream request, start the first try."""
+        mgr = self.mgr
+        req = self.request
+        route = self.route
         if route.direct_status:
             return self.direct_reply(route.direct_status, route.direct_body)
-        cluster = self.cluster = mgr.clusters.get(compiled.pick_cluster())
+        if route.redirect is not None:
+            return self.redirect_reply(route.redirect)
+        cluster = self.cluster = mgr.clusters.get(self.compiled.pick_cluster())
         if cluster is None:
             return self.local_reply(Reason.NO_CLUSTER)
         cluster.stats.rq_active += 1
+        cluster.budget.requests += 1
         target = req.target
         if route.prefix_rewrite is not None:
             target = route.prefix_rewrite.encode() + target[len(route.path):]
+        elif route.regex_rewrite is not None:
+            target = _regex_rewrite(route.regex_rewrite, target)
         headers = req.headers
         if route.host_rewrite is not None:
             headers = [(n, v) for n, v in headers if n != b"host"]
             headers.append((b"host", route.host_rewrite.encode()))
         elif not req.host:
             headers = headers + [(b"host", cluster.name.encode())]
+        if route.request_headers is not None:
+            headers = route.request_headers.apply(headers)
         framing = _CHUNKED if req.chunked else b""
         if req.upgrade is not None:
             framing += b"connection: upgrade\r\nupgrade: %s\r\n" % req.upgrade
         self.head = encode_request_head(req.method, target, headers, framing)
+        if route.mirrors:
+            self.mirrors = mirror.choose(route.mirrors)
+            if self.mirrors and not req.has_body:
+                self._mirror()
         if route.timeout > 0:
             self.timer = mgr.loop.call_later(route.timeout, self.on_timeout)
         if req.expect_continue:
             self.down.send(_CONTINUE)
         self.attempt()
+
+    def _mirror(self) -> None:
+        """Copy the request to the chosen shadow clusters; their answers are dropped."""
+        body = b"".join(self.body) if self.request.has_body else b""
+        for cluster_name in self.mirrors:
+            cluster = self.mgr.clusters.get(cluster_name)
+            if cluster is not None:
+                mirror.send(cluster, self.head, body)
+        self.mirrors = ()
 
     def on_request_data(self, data: bytes) -> None:
         self.body_size += len(data)
@@ -139,6 +195,16 @@ class Exchange:
 
     def on_request_end(self, trailers) -> None:
         self.request_done = True
+        if self.mirrors:
+            if self.retriable and self.request.chunked:
+                self.body.append(encode_last_chunk(trailers))
+                self._mirror()
+                self.body.pop()
+            elif self.retriable:
+                self._mirror()
+            else:
+                self.mgr.stats.count("mirror_skipped_body_too_large_total")
+                self.mirrors = ()
         if self.mgr.access_log is not None:
             self.t_request_end = time.monotonic()
         if self.request.chunked:
@@ -159,12 +225,7 @@ class Exchange:
     def attempt(self) -> None:
         self.attempts += 1
         route = self.route
-        key = None
-        if route.hash_header is not None:
-            for n, v in self.request.headers:
-                if n == route.hash_header:
-                    key = v
-                    break
+        key = self._hash_key() if route.hash_policies else None
         host = self.cluster.lb.pick(key)
         if host is None:
             return self.fail(Reason.NO_HEALTHY_UPSTREAM)
@@ -211,6 +272,29 @@ class Exchange:
         else:
             conn.transport.write(self.head)
 
+    def _hash_key(self) -> bytes | None:
+        for policy in self.route.hash_policies:
+            if policy.kind == "source_ip":
+                return self.down.peer_ip()
+            if policy.kind == "header":
+                for n, v in self.request.headers:
+                    if n == policy.name:
+                        return v
+            else:  # cookie
+                for n, v in self.request.headers:
+                    if n == b"cookie":
+                        for part in v.split(b";"):
+                            name, _, value = part.strip().partition(b"=")
+                            if name == policy.name:
+                                return value
+        return None
+
+    def _outlier(self, status: int) -> None:
+        """Tell the cluster's outlier detector how this try went (0: no response)."""
+        detector = self.cluster.outlier
+        if detector is not None and self.host is not None:
+            detector.observe(self.host, status)
+
     def _end_attempt(self) -> None:
         if self.try_timer is not None:
             self.try_timer.cancel()
@@ -227,11 +311,18 @@ class Exchange:
             return False
         on = policy.retry_on
         if condition is not None:
-            return not on.isdisjoint(_COVERS[condition])
-        return (("5xx" in on and status >= 500) or ("gateway-error" in on and status in _GATEWAY)
-                or ("retriable-status-codes" in on and status in policy.retriable_status_codes))
+            wanted = not on.isdisjoint(_COVERS[condition])
+        else:
+            wanted = (("5xx" in on and status >= 500)
+                      or ("gateway-error" in on and status in _GATEWAY)
+                      or ("retriable-status-codes" in on
+                          and status in policy.retriable_status_codes))
+        # The budget is asked last, so only retries that would really happen spend it.
+        return wanted and self.cluster.budget.allow()
 
     def attempt_failed(self, reason: Reason, condition: str | None) -> None:
+        if self.cluster is not None:
+            self._outlier(0)
         self._end_attempt()
         if self._can_retry(condition):
             self._schedule_retry()
@@ -275,6 +366,8 @@ class Exchange:
         status = resp.status
         if status < 200 and status != 101:
             return  # 1xx interim: the client already had our own 100 Continue
+        if self.cluster.outlier is not None:
+            self._outlier(status)
         if self.route.retry is not None and self._can_retry(None, status):
             conn.exchange = None
             conn.close()
@@ -316,7 +409,10 @@ class Exchange:
                 down.close_after = True
             elif req.http10:
                 framing += _KEEP_ALIVE
-        down.send(encode_response_head(status, resp.headers, framing))
+        headers = resp.headers
+        if self.route.response_headers is not None:
+            headers = self.route.response_headers.apply(headers)
+        down.send(encode_response_head(status, headers, framing))
 
     def on_response_end(self, conn, trailers) -> None:
         if self.down_chunked:
@@ -363,6 +459,13 @@ class Exchange:
             return self.abort(Reason.UPSTREAM_PROTOCOL_ERROR)
         self.attempt_failed(Reason.UPSTREAM_PROTOCOL_ERROR, None)
 
+    def pause_downstream_reading(self) -> None:
+        """The upstream's write buffer is full: stop reading the request body for now."""
+        self.down.pause_reading()
+
+    def resume_downstream_reading(self) -> None:
+        self.down.resume_reading()
+
     # -- timeouts -----------------------------------------------------------------------
 
     def _drop_upstream(self) -> None:
@@ -398,13 +501,15 @@ class Exchange:
             return self.abort(reason)
         self.local_reply(reason)
 
-    def local_reply(self, reason: Reason) -> None:
-        """Answer the request ourselves, naming the reason."""
+    def local_reply(self, reason: Reason, *, status: int = 0) -> None:
+        """Answer the request ourselves, naming the reason (`status` overrides the usual
+        status for the reason, as a fault abort's configured status does)."""
         self.reason = reason
         req = self.request
         keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.mgr.draining
         self.code, wire = local_response(
-            reason, keep_alive=keep_alive, http10=req.http10, head_only=req.method == b"HEAD")
+            reason, keep_alive=keep_alive, http10=req.http10, head_only=req.method == b"HEAD",
+            status=status)
         if not keep_alive:
             self.down.close_after = True
         self.response_started = self.response_done = True
@@ -414,17 +519,34 @@ class Exchange:
         self.down.flush()
         self.finish()
 
-    def direct_reply(self, status: int, body: bytes) -> None:
+    def direct_reply(self, status: int, body: bytes, *, extra: list = ()) -> None:
         req = self.request
         keep_alive = req.keep_alive and self.request_done_or_bodyless() and not self.mgr.draining
         self.code = status
         if not keep_alive:
             self.down.close_after = True
         self.response_started = self.response_done = True
-        self.down.send(direct_response(status, body, keep_alive=keep_alive,
-                                                http10=req.http10,
-                                                head_only=req.method == b"HEAD"))
+        headers = list(extra)
+        if self.route is not None and self.route.response_headers is not None:
+            headers = self.route.response_headers.apply(headers)
+        self.down.send(direct_response(status, body, keep_alive=keep_alive, http10=req.http10,
+                                       head_only=req.method == b"HEAD", headers=headers))
         self.finish()
+
+    def redirect_reply(self, rd) -> None:
+        req = self.request
+        path, sep, query = req.target.partition(b"?")
+        if rd.path is not None:
+            path = rd.path
+        elif rd.prefix_rewrite is not None:
+            path = rd.prefix_rewrite + path[len(self.route.path):]
+        if rd.strip_query or (rd.path is not None and b"?" in rd.path):
+            sep = query = b""
+        host = rd.host or req.host
+        if rd.port:
+            host = b"%s:%d" % (host.rsplit(b":", 1)[0] if b"]" not in host[-1:] else host, rd.port)
+        location = b"%s://%s%s%s%s" % (rd.scheme or b"http", host, path, sep, query)
+        self.direct_reply(rd.status, b"", extra=[(b"location", location)])
 
     def request_done_or_bodyless(self) -> bool:
         return self.request_done or not self.request.has_body

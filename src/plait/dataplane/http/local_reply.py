@@ -21,9 +21,10 @@ def _phrase(status: int) -> bytes:
 
 
 def local_response(reason: Reason, *, keep_alive: bool, http10: bool = False,
-                   head_only: bool = False) -> tuple[int, bytes]:
-    """(status, wire bytes) of the sidecar's own answer for `reason`."""
-    status = HTTP_STATUS[reason]
+                   head_only: bool = False, status: int = 0) -> tuple[int, bytes]:
+    """(status, wire bytes) of the sidecar's own answer for `reason`; `status` overrides
+    the reason's usual status."""
+    status = status or HTTP_STATUS[reason]
     body = reason.value.encode() + b"\n"
     conn = b""
     if not keep_alive:
@@ -37,10 +38,11 @@ def local_response(reason: Reason, *, keep_alive: bool, http10: bool = False,
 
 
 def direct_response(status: int, body: bytes, *, keep_alive: bool, http10: bool = False,
-                    head_only: bool = False) -> bytes:
-    """A configured direct response (a route's `direct_response`)."""
+                    head_only: bool = False, headers: list = ()) -> bytes:
+    """A configured answer: a route's `direct_response` or redirect."""
     conn = b"" if keep_alive and not http10 else (
         b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n")
-    head = (b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n%s\r\n"
-            % (status, _phrase(status), len(body), conn))
+    extra = b"".join(b"%s: %s\r\n" % h for h in headers)
+    head = (b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n%s%s\r\n"
+            % (status, _phrase(status), len(body), extra, conn))
     return head if head_only else head + body

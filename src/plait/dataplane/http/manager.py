@@ -12,6 +12,7 @@ import asyncio
 import time
 
 from plait.core.errors import Reason
+from plait.dataplane import filters
 from plait.dataplane.config import ListenerConfig
 from plait.dataplane.http.downstream import DownstreamConnection
 from plait.dataplane.router import Router
@@ -22,6 +23,7 @@ class HttpConnectionManager:
                  loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
+        self.filters = filters.build_chain(config.http_filters)
         self.clusters = clusters
         self.stats = stats
         self.access_log = access_log
@@ -35,6 +37,7 @@ class HttpConnectionManager:
     def update(self, config: ListenerConfig) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
+        self.filters = filters.build_chain(config.http_filters)
 
     def protocol(self) -> DownstreamConnection:
         self._empty.clear()

@@ -13,18 +13,39 @@ from plait.dataplane.config import ClusterConfig
 from plait.dataplane.stats import ClusterStats, Stats
 from plait.dataplane.upstream import lb
 from plait.dataplane.upstream.connection import Host, UpstreamConnection
+from plait.dataplane.upstream.outlier import OutlierDetector
+from plait.dataplane.upstream.retry_budget import RetryBudgetState
+
+# Seconds between a worker's sweeps: the granularity of the header deadline, idle timeouts
+# and the retry budget's window.
+SWEEP_INTERVAL = 0.5
 
 
 class Cluster:
-    __slots__ = ("config", "name", "hosts", "lb", "stats", "connect_timeout")
+    __slots__ = ("config", "name", "hosts", "lb", "stats", "connect_timeout", "budget",
+                 "outlier")
 
-    def __init__(self, config: ClusterConfig, hosts: list[Host], stats: ClusterStats) -> None:
+    def __init__(self, config: ClusterConfig, hosts: list[Host], stats: ClusterStats, *,
+                 on_event=None) -> None:
         self.config = config
         self.name = config.name
         self.hosts = hosts
-        self.lb = lb.build(config.lb_policy, hosts, ring_size=config.ring_size)
         self.stats = stats
         self.connect_timeout = config.connect_timeout
+        self.budget = RetryBudgetState(config.retry_budget, SWEEP_INTERVAL, stats)
+        self.outlier = (OutlierDetector(config.outlier, self, on_event=on_event)
+                        if config.outlier is not None else None)
+        self.rebuild_lb()
+
+    def rebuild_lb(self) -> None:
+        """Rebuild the balancer from the hosts' priorities and health (after an ejection
+        or a return; rare, so the pick itself stays a few operations)."""
+        self.lb = lb.build_for_health(
+            self.config.lb_policy, self.hosts, ring_size=self.config.ring_size,
+            panic_threshold=self.config.healthy_panic_threshold, on_panic=self._panic)
+
+    def _panic(self) -> None:
+        self.stats.lb_panic += 1
 
     def connect(self, host: Host, on_done) -> None:
         """Open a connection to `host`; later call `on_done(conn, None)` or
@@ -57,6 +78,7 @@ class ClusterManager:
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.clusters: dict[str, Cluster] = {}
+        self.on_event = None  # (kind, cluster, host) -> None: governance events
 
     def get(self, name: str) -> Cluster | None:
         return self.clusters.get(name)
@@ -76,7 +98,14 @@ class ClusterManager:
                 else:
                     h.max_requests = cfg.max_requests_per_connection
                 hosts.append(h)
-            clusters[name] = Cluster(cfg, hosts, self.stats.cluster(name))
+            cluster = Cluster(cfg, hosts, self.stats.cluster(name), on_event=self.on_event)
+            old = self.clusters.get(name)
+            if cluster.outlier is not None and old is not None and old.outlier is not None:
+                # keep the detector (its pending returns) and point it at the new cluster
+                cluster.outlier = old.outlier
+                cluster.outlier.config = cfg.outlier
+                cluster.outlier.cluster = cluster
+            clusters[name] = cluster
         for h in old_hosts.values():
             h.close_all()  # busy connections finish their exchange, then close on release
         self.clusters = clusters
@@ -84,6 +113,7 @@ class ClusterManager:
     def sweep(self, now: float) -> None:
         """Close pooled connections idle for longer than their cluster's idle timeout."""
         for c in self.clusters.values():
+            c.budget.rotate()
             timeout = c.config.idle_timeout
             for h in c.hosts:
                 if h.idle:

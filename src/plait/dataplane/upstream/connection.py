@@ -84,7 +84,7 @@ class Host:
     """One endpoint of a cluster with its live state: pool, active requests, counters."""
 
     __slots__ = ("endpoint", "key", "idle", "active", "cx_active", "rq_total", "max_requests",
-                 "retired")
+                 "retired", "ejected", "times_ejected", "consecutive_5xx", "consecutive_gateway")
 
     def __init__(self, endpoint, *, max_requests: int = 0) -> None:
         self.endpoint = endpoint
@@ -95,6 +95,10 @@ class Host:
         self.rq_total = 0
         self.max_requests = max_requests
         self.retired = False  # removed from its cluster: connections close when released
+        self.ejected = False  # by outlier detection
+        self.times_ejected = 0
+        self.consecutive_5xx = 0
+        self.consecutive_gateway = 0
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle

@@ -136,3 +136,51 @@ def build(policy: LbPolicy, hosts: list, *, ring_size: int = 1024):
     if policy is LbPolicy.RANDOM:
         return Random(hosts)
     return RingHash(hosts, ring_size)
+
+
+# Envoy's overprovisioning factor: a priority keeps all its traffic until fewer than
+# 1/1.4 (~71%) of its hosts are healthy; then the rest spills to the next priority.
+OVERPROVISIONING = 1.4
+
+
+class _ByPriority:
+    """Spreads requests over priority levels by their share of the load."""
+
+    __slots__ = ("balancers", "cum")
+
+    def __init__(self, balancers: list, cum: list[float]) -> None:
+        self.balancers = balancers
+        self.cum = cum
+
+    def pick(self, key: bytes | None = None):
+        i = bisect_right(self.cum, random.random() * self.cum[-1])
+        return self.balancers[min(i, len(self.balancers) - 1)].pick(key)
+
+
+def build_for_health(policy: LbPolicy, hosts: list, *, ring_size: int = 1024,
+                     panic_threshold: float = 50.0, on_panic=None):
+    """A balancer that honours locality priorities and outlier ejections, Envoy-style:
+    each priority gets the load its healthy share can carry (x1.4 overprovisioning), the
+    rest spills to the next; below `panic_threshold` percent of normalized health the
+    cluster panics and balances over every host. With one priority and nobody ejected this
+    is simply `build`."""
+    priorities = sorted({h.endpoint.priority for h in hosts})
+    if len(priorities) <= 1 and not any(h.ejected for h in hosts):
+        return build(policy, hosts, ring_size=ring_size)
+    groups = [[h for h in hosts if h.endpoint.priority == p] for p in priorities]
+    healthy = [[h for h in g if not h.ejected] for g in groups]
+    health = [min(1.0, OVERPROVISIONING * len(ok) / len(g)) for ok, g in zip(healthy, groups)]
+    if min(1.0, sum(health)) * 100.0 < panic_threshold:
+        if on_panic is not None:
+            on_panic()
+        return build(policy, hosts, ring_size=ring_size)
+    loads, remaining = [], 1.0
+    for h in health:
+        share = min(h, remaining)
+        loads.append(share)
+        remaining -= share
+    used = [(build(policy, ok, ring_size=ring_size), share)
+            for ok, share in zip(healthy, loads) if share > 0 and ok]
+    if len(used) == 1:
+        return used[0][0]
+    return _ByPriority([b for b, _ in used], list(accumulate(s for _, s in used)))
