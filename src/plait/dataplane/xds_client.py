@@ -97,6 +97,8 @@ class AdsClient:
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
             except ValueError as exc:  # channel closed under us at stop
                 self.status.last_error = str(exc)
+            except Exception as exc:  # a bug here must not end config updates for good
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
             if self.status.connected:
                 self.status.connected = False
                 self.status.disconnects += 1
@@ -162,10 +164,11 @@ class AdsClient:
                     raise ConfigError("resources", f"not a {short}: {any_msg.type_url}")
                 resources[_name(type_url, msg)] = msg
             validate(type_url, resources)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, or input the compiler did not foresee
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             self.status.nacks[short] = self.status.nacks.get(short, 0) + 1
-            self.status.last_nack = f"{short} {resp.version_info}: {exc}"
-            return [self._request(type_url, state, wildcard=wildcard, error=str(exc))]
+            self.status.last_nack = f"{short} {resp.version_info}: {error}"
+            return [self._request(type_url, state, wildcard=wildcard, error=error)]
         state.resources[type_url] = resources
         state.versions[type_url] = resp.version_info
         self.status.versions[short] = resp.version_info
@@ -203,7 +206,7 @@ class AdsClient:
                 clusters=got[CLUSTER].values(), routes=routes.values(),
                 endpoints=got.get(ENDPOINT, {}).values(), node_id=self.node.id,
                 admin=self.admin)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, or input the compiler did not foresee
             self.status.last_nack = f"snapshot {version}: {exc}"
             return
         self.status.applied_version = version
