@@ -271,3 +271,48 @@ def median_result(results: list[LoadResult]) -> LoadResult:
 def load_average() -> float:
     """The one-minute load average: a busy machine makes every number here noisier."""
     return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def cpu_busy_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            busy = user + nice + system + irq + softirq + steal
+            return busy, busy + idle + iowait
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+def group_cpu_ticks(proc: Proc) -> int:
+    """User plus system clock ticks used so far by the live processes of the child's group."""
+    total = 0
+    for pid in proc.pids():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class Interference:
+    """How busy one CPU was with work other than `own` between `start()` and `share()`.
+
+    Affinity keeps the benchmark's processes apart but cannot keep a neighbour's process off
+    the proxy's CPU; this says how much it intruded (0.0 to 1.0 of the CPU's time)."""
+
+    def __init__(self, cpu: int, own: Proc | None):
+        self.cpu, self.own = cpu, own
+        self.busy0 = self.total0 = self.own0 = 0
+
+    def start(self) -> None:
+        self.busy0, self.total0 = cpu_busy_ticks(self.cpu)
+        self.own0 = group_cpu_ticks(self.own) if self.own else 0
+
+    def share(self) -> float:
+        busy, total = cpu_busy_ticks(self.cpu)
+        own = (group_cpu_ticks(self.own) if self.own else 0) - self.own0
+        if total <= self.total0:
+            return 0.0
+        return max(0.0, (busy - self.busy0 - own) / (total - self.total0))

@@ -28,8 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from _harness import (LoadResult, Procs, cpu_plan, load_average, median_result, peak_rss_mb,
-                      run_paced, run_wrk)
+from _harness import (Interference, LoadResult, Procs, cpu_plan, load_average, median_result,
+                      peak_rss_mb, run_paced, run_wrk)
 from _peers import Server, require_tools, start_haproxy, start_nginx
 from _plait import start_sidecar
 
@@ -42,6 +42,7 @@ class Row:
     saturation: LoadResult
     paced: LoadResult
     rss_mb: float | None
+    other_load: float  # share of the proxy CPU used by processes not in the benchmark
 
 
 def start_proxy(name: str, procs: Procs, workdir: Path, upstream: Server, cpus) -> Server:
@@ -54,22 +55,25 @@ def start_proxy(name: str, procs: Procs, workdir: Path, upstream: Server, cpus) 
     raise ValueError(name)
 
 
-def measure(name: str, target: Server, procs: Procs, args, load_cpus) -> Row:
+def measure(name: str, target: Server, procs: Procs, args, proxy_cpus, load_cpus) -> Row:
     if args.warmup:
         run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup, cpus=load_cpus)
+    interference = Interference(min(proxy_cpus), None if name == "direct" else target.proc)
+    interference.start()
     saturation = run_wrk(procs, target.url, connections=args.connections,
                          seconds=args.duration, cpus=load_cpus)
     paced = run_paced(procs, target.host, target.port, rate=args.rate,
                       seconds=args.duration, cpus=load_cpus)
     rss = None if name == "direct" else peak_rss_mb(target.proc)
-    return Row(name, saturation, paced, rss)
+    return Row(name, saturation, paced, rss, interference.share())
 
 
 def combine(rows: list[Row]) -> Row:
     """One row from several rounds: medians of the measurements, the highest peak RSS."""
     rss = [r.rss_mb for r in rows if r.rss_mb is not None]
     return Row(rows[0].name, median_result([r.saturation for r in rows]),
-               median_result([r.paced for r in rows]), max(rss) if rss else None)
+               median_result([r.paced for r in rows]), max(rss) if rss else None,
+               max(r.other_load for r in rows))
 
 
 def _us(value: float) -> str:
@@ -85,7 +89,7 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
                         f"{args.rate} req/s fixed; {args.duration:g} s each"
                         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""))
     for col in ("name", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
-                f"added p50 @{args.rate}/s", "RSS MB", "errors"):
+                f"added p50 @{args.rate}/s", "RSS MB", "errors", "other load"):
         table.add_column(col, justify="left" if col == "name" else "right")
     direct = rows.get("direct")
     added: dict[str, float | None] = {}
@@ -96,8 +100,10 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
             _us(row.paced.p50_us), _us(row.paced.p99_us),
             "—" if added[name] is None or name == "direct" else _us(added[name]),
             "—" if row.rss_mb is None else f"{row.rss_mb:.1f}",
-            str(row.saturation.errors + row.paced.errors))
+            str(row.saturation.errors + row.paced.errors), f"{row.other_load:.0%}")
     console.print(table)
+    console.print("  other load: the largest share of the proxy CPU that processes outside the "
+                  "benchmark used while a scenario was measured")
     for name, row in rows.items():
         runs = row.paced.extra.get("runs", [row.paced.extra])
         lag = max(run["paced"]["lag_p99"] for run in runs)
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
     require_tools("nginx", "wrk", *(["haproxy"] if "haproxy" in args.only else []))
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(sig, _terminate)
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 140)
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:
         console.print("[yellow]one CPU only: proxy and load share it; numbers say little[/]")
@@ -160,7 +166,8 @@ def main(argv=None) -> int:
                     console.print(f"[bold]{name}[/]: measuring (round {round_no}/{args.rounds}) …")
                     target = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
                     try:
-                        runs.setdefault(name, []).append(measure(name, target, procs, args, load_cpus))
+                        runs.setdefault(name, []).append(
+                            measure(name, target, procs, args, proxy_cpus, load_cpus))
                     finally:
                         if target is not upstream:
                             procs.stop(target.proc)
