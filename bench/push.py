@@ -328,11 +328,13 @@ def main() -> int:
     parser.add_argument("--role", choices=("server", "clients"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.role == "server":
-        asyncio.run(serve_view(args.services))
-        return 0
-    if args.role == "clients":
-        asyncio.run(run_clients(args.proxies, args.services, args.port))
+    if args.role:
+        if args.role == "server":
+            import uvloop  # as `plait control` runs
+
+            uvloop.run(serve_view(args.services))
+        else:
+            asyncio.run(run_clients(args.proxies, args.services, args.port))
         return 0
 
     from rich.console import Console

@@ -67,7 +67,9 @@ class Response:
         self.body, self.nonce = body, nonce
 
     def serialize(self) -> bytes:
-        return self.body + discovery_pb2.DiscoveryResponse(nonce=self.nonce).SerializeToString()
+        nonce = self.nonce.encode()
+        # Field 5 (nonce), length-delimited; a nonce is a short decimal string (< 128 bytes).
+        return b"".join((self.body, b"\x2a", bytes((len(nonce),)), nonce))
 
 
 class Stream:
@@ -77,6 +79,7 @@ class Stream:
         self.fixed_type = fixed_type  # the per-type services carry no type URL
         self.proxy: ProxyInfo | None = None
         self._shape = -1  # the proxy's shape as a small int: a cheap memo key
+        self._keys: dict[str, tuple] = {}  # type URL → its selection's memo key
         self.record: ProxyRecord = server.status.connect(context.peer())
         self.queue: asyncio.Queue = asyncio.Queue()
         self._change_pending = False
@@ -220,6 +223,7 @@ class Stream:
         if (wildcard, names) == (state.wildcard, state.names) and not first:
             return False
         state.wildcard, state.names = wildcard, names
+        self._keys.clear()  # a Listener subscription changes every type's key
         if state.type_url == LISTENER:
             proxyless = bool(names - {OUTBOUND, INBOUND})
             self.record.mode = "sidecar" if wildcard else "proxyless" if proxyless else "unknown"
@@ -231,29 +235,32 @@ class Stream:
         Memoised on the index by everything it depends on, so the thousand streams of a
         push share the work: a stream whose content did not change costs a dict lookup.
         """
-        types = self.record.types
-        listeners = types.get(LISTENER)
+        key = self._keys.get(type_url)
+        if key is None:
+            key = self._keys[type_url] = self._selection_key(type_url)
+        return self.server.index.memo(key, lambda: self._select(key))
+
+    def _selection_key(self, type_url: str) -> tuple:
+        listeners = self.record.types.get(LISTENER)
         names = listeners.names if listeners is not None else frozenset()
         # Only a proxyless client (Listeners by target name) is kept away from the
         # sidecar's resources; a stream that never asked for Listeners (Envoy with one
         # stream per type) may look them up by name.
         proxyless = listeners is not None and not listeners.wildcard and bool(
             names - {OUTBOUND, INBOUND})
-        state = types[type_url]
-        key = ("selection", self._shape, proxyless, names, type_url, state.wildcard,
-               state.names)
-        index = self.server.index
+        state = self.record.types[type_url]
+        return ("selection", self._shape, proxyless, names, type_url, state.wildcard,
+                state.names)
 
-        def select() -> tuple[list[Resource], str]:
-            by_name = universe(index, self.proxy, wildcard=not proxyless,
-                               listener_names=names)[type_url]
-            if state.wildcard:
-                chosen = [by_name[n] for n in sorted(by_name)]
-            else:
-                chosen = [by_name[n] for n in sorted(state.names) if n in by_name]
-            return chosen, _version(chosen)
-
-        return index.memo(key, select)
+    def _select(self, key: tuple) -> tuple[list[Resource], str]:
+        _, _, proxyless, listener_names, type_url, wildcard, names = key
+        by_name = universe(self.server.index, self.proxy, wildcard=not proxyless,
+                           listener_names=listener_names)[type_url]
+        if wildcard:
+            chosen = [by_name[n] for n in sorted(by_name)]
+        else:
+            chosen = [by_name[n] for n in sorted(names) if n in by_name]
+        return chosen, _version(chosen)
 
     async def _push(self, type_url: str, *, force: bool = False,
                     changed_at: float | None = None) -> None:
