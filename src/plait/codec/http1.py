@@ -246,6 +246,11 @@ class _Codec:
         """Part of a message head has arrived and the rest has not."""
         return self._in_head
 
+    @property
+    def in_message(self) -> bool:
+        """Part of a message has arrived and its end has not."""
+        return self._in_message and not self._upgraded
+
     def receive_eof(self) -> list:
         """The peer closed. Returns the events that completes (the end of a body delimited
         by close); raises ProtocolError when a message was cut short."""

@@ -354,6 +354,10 @@ class Exchange:
             elif kind is EndOfMessage:
                 if self.upgraded or not self.response_started:
                     continue  # the end of a 1xx interim head or of the 101: not the response
+                if ev is not events[-1] or conn.codec.in_message:
+                    # Bytes past the end of the response: whatever they are, they must not
+                    # be read as the answer to the next request on this connection.
+                    conn.reusable = False
                 self.on_response_end(conn, ev.trailers)
             elif self.response_started:  # Data, or Upgraded tunnel bytes
                 data = ev.data
