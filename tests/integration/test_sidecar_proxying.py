@@ -243,3 +243,14 @@ def test_close_delimited_upstream_response_is_reframed(proxy):
     assert out.stdout.startswith(b"HTTP/1.1 200")
     assert b"transfer-encoding: chunked" in out.stdout.lower()
     assert out.stdout.endswith(b"14\r\nclose-delimited body\r\n0\r\n\r\n")
+
+
+def test_bytes_past_the_end_of_a_response_never_reach_the_next_request(proxy):
+    for _ in range(3):
+        with Conn(proxy.listener()) as c:  # content-length 5, then the start of another
+            c.request("GET", "/overlong")
+            assert c.reply().body == b"hello"
+        with Conn(proxy.listener()) as c:
+            c.request("GET", "/echo/next")
+            reply = c.reply()
+        assert reply.status == 200 and json.loads(reply.body)["path"] == "/echo/next"

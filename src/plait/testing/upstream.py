@@ -20,6 +20,7 @@ Paths (any method; HEAD gets the same head without a body):
   /close-before-response   close without answering
   /ws                      101 for `Upgrade: websocket`, then echo raw bytes
   /http10                  an HTTP/1.0 response delimited by close
+  /overlong                content-length 5 followed by more bytes than that
   /count                   JSON: requests served (not counting /count) and connections
   /flaky/<key>/<n>/<rest>  the first n requests under key behave as /<rest>; later ones
                            as /echo (retry tests: `/flaky/a/1/status/503`)
@@ -214,6 +215,10 @@ class _Connection(asyncio.Protocol):
             self.parser = httptools.HttpRequestParser(self)
             self.transport.resume_reading()
             self.data_received(rest)
+        elif kind == "overlong":
+            # More bytes than the framing says, shaped like the start of another response.
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+                                 b"HTTP/1.1 299 Injected\r\ncontent-length: 20\r\n\r\nabc")
         elif kind == "http10":
             self.transport.write(b"HTTP/1.0 200 OK\r\nx-upstream-name: %s\r\n\r\n"
                                  b"close-delimited body" % self.server.name.encode())

@@ -117,3 +117,11 @@ def test_bytes_after_a_head_response_are_read_as_the_next_response(how):
     codec.expect_head_response()
     with pytest.raises(ProtocolError):
         feed(codec, [data] if how == "whole" else bytewise(data))
+
+
+def test_in_message_tells_a_finished_response_from_one_under_way():
+    codec = Http1ClientCodec()
+    feed(codec, [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    assert not codec.in_message
+    feed(codec, [b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nabc"])
+    assert codec.in_message and not codec.in_head
