@@ -22,14 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def ups():
-    started = {}
-    try:
-        for name in ("a", "b"):
-            started[name] = sc.start_upstream(name)
+    with sc.upstreams("a", "b") as started:
         yield started
-    finally:
-        for up in started.values():
-            up.stop()
 
 
 @pytest.fixture(scope="module")

@@ -125,6 +125,20 @@ def test_retries_run_out_and_the_last_answer_is_passed_on(proxy):
     assert d["plait_upstream_rq_retry_total"] == 2
 
 
+def test_a_chunked_body_is_replayed_on_retry(proxy):
+    k = key()
+
+    def pieces():
+        yield b"abc"
+        yield b"defg"
+
+    reply = get(proxy, "retry-5xx", f"/flaky/{k}/1/status/503", method="POST",
+                content=pieces())
+    assert reply.status_code == 200
+    assert reply.json()["body_length"] == 7 and ["transfer-encoding", "chunked"] in reply.json()[
+        "headers"]
+
+
 def test_per_try_timeout_then_a_fast_retry(proxy):
     k = key()
     replies = []
