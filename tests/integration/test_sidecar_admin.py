@@ -4,6 +4,7 @@ and quit; and a bootstrap that is refused before anything starts."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -117,4 +118,18 @@ def test_invalid_bootstrap_exits_nonzero_naming_the_field(tmp_path, up):
     assert out.returncode != 0
     assert ("static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0]"
             ".endpoint.address.socket_address.port_value") in out.stderr
+    assert "plait sidecar ready" not in out.stdout
+
+
+def test_a_listener_port_in_use_exits_nonzero(tmp_path, up):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = sc.simple([up.port])
+        config["static_resources"]["listeners"][0]["address"]["socket_address"][
+            "port_value"] = taken.getsockname()[1]
+        path = sc.write_bootstrap(config, tmp_path)
+        out = subprocess.run([sys.executable, "-m", "plait", "sidecar", "--bootstrap",
+                              str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "cannot listen" in out.stderr
     assert "plait sidecar ready" not in out.stdout
