@@ -86,7 +86,7 @@ def _summary(resource: dict[str, Any]) -> str:
     spec = resource.get("spec", {})
     if "hosts" in spec:
         return ",".join(spec["hosts"])
-    return str(spec.get("host", ""))
+    return str(spec.get("host") or spec.get("service", ""))  # plait.io kinds name a service
 
 
 def _dump(data: Any, output: str, *, documents: bool = False) -> None:
@@ -241,7 +241,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--filename", dest="file", required=True, help="YAML file, or - for stdin")
     p.set_defaults(func=_run(cmd_apply))
 
-    p = subparsers.add_parser("get", help="show resources (kinds: vs, dr, se)")
+    p = subparsers.add_parser("get", help="show resources (kinds: vs, dr, se, rl, cb, degrade, alarm)")
     p.add_argument("kind")
     p.add_argument("name", nargs="?")
     p.add_argument("-n", "--namespace",
@@ -273,3 +273,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(name, help=text)
         p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
         p.set_defaults(func=_run(func))
+
+    from plait.cli import governance_cmds  # here: it imports this module's helpers
+
+    governance_cmds.register(subparsers)
