@@ -3,24 +3,16 @@
 Built by `create_app` from the parts it serves, so tests and `plait control` assemble the
 same app. Proxy status belongs to the push side; it is read through a callable so the API
 does not depend on how pushes are tracked.
-
-With `security` (what `plait control` always passes), every request crosses
-`AuthMiddleware` (authentication, the policy table, 401/403, the audit log), config
-writes go through `AuditedStore` so each change is logged with its diff, the registry
-routes get the workload ownership guard, and the CA, token and audit routes are served.
-Without it (unit tests of the plain routes) the API is open, as before.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from plait.controlplane.api import auth_routes, ca_routes, errors, registry_routes, resources
-from plait.controlplane.auth import AuditedStore, AuthMiddleware, Forbidden, Security, registry_guard
-from plait.controlplane.ca import IdentityRefused
+from plait.controlplane.alarms import AlarmHub
+from plait.controlplane.api import errors, governance_routes, registry_routes, resources
 from plait.controlplane.registry import Registry
 from plait.controlplane.store import Store
 
@@ -32,18 +24,10 @@ def _no_proxies() -> list[dict]:
     return []
 
 
-async def _forbidden(_: Request, exc: Exception) -> JSONResponse:
-    path = exc.path if isinstance(exc, Forbidden) else "csr"
-    reason = exc.reason if isinstance(exc, Forbidden) else str(exc)
-    return errors.error_response(403, path, reason)
-
-
 def create_app(
     *, store: Store, registry: Registry, proxy_status: ProxyStatusSource = _no_proxies,
-    alarms: Any = None, security: Security | None = None,
+    alarms: AlarmHub | None = None,
 ) -> FastAPI:
-    """The API app. `alarms` (an `AlarmHub`) adds the governance routes; `security` turns
-    on authentication, authorization and the audit log (see the module note)."""
     app = FastAPI(title="Plait control plane", version="v1", docs_url=None, redoc_url=None)
     errors.install(app)
 
@@ -55,21 +39,8 @@ def create_app(
     async def proxies() -> dict[str, Any]:
         return {"proxies": list(proxy_status())}
 
-    if alarms is not None:
-        from plait.controlplane.api import governance_routes  # only with the alarm hub
-
+    app.include_router(resources.router(store))
+    app.include_router(registry_routes.router(registry))
+    if alarms is not None:  # events, telemetry and alarms (plait.controlplane.alarms)
         app.include_router(governance_routes.router(alarms))
-    if security is None:
-        app.include_router(resources.router(store))
-        app.include_router(registry_routes.router(registry))
-        return app
-
-    app.add_exception_handler(Forbidden, _forbidden)
-    app.add_exception_handler(IdentityRefused, _forbidden)
-    app.include_router(resources.router(AuditedStore(store)))
-    app.include_router(registry_routes.router(registry),
-                       dependencies=[Depends(registry_guard(registry))])  # fmt: skip
-    app.include_router(ca_routes.router(security))
-    app.include_router(auth_routes.router(security))
-    app.add_middleware(AuthMiddleware, security=security)
     return app
