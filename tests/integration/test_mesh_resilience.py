@@ -9,6 +9,8 @@ test starts with everything connected and registered again.
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 
 import pytest
 
@@ -48,7 +50,7 @@ def registered(mesh: Mesh) -> set[str]:
 
 
 def wait_for_reconnection(mesh: Mesh) -> None:
-    for app in mesh.apps.values():
+    for app in (a for a in mesh.apps.values() if a.running):
         wait_until(lambda: app.xds()["connected"], timeout=RECONNECT_DEADLINE,
                    what=f"{app.instance} reconnects to the control plane")
     wait_until(lambda: registered(mesh) == ALL, timeout=5,
@@ -98,3 +100,33 @@ def test_a_sidecar_started_while_the_control_plane_is_down_serves_from_its_cache
     assert dump["version"].startswith("cache:")
     assert not dump["xds"]["connected"]
     assert web.served_by("pricing", 20) == {"pricing-v1": 20}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a restarted control plane serves its empty registry at once: a caller that reconnects "
+    "before an instance's next heartbeat loses that service (404) until the heartbeat "
+    "re-registers it"))
+def test_a_restarted_control_plane_keeps_callers_on_instances_that_have_not_heartbeated_yet(
+        healthy):
+    mesh = healthy
+    web = mesh.apps["web"]
+    # A 30 s lease heartbeats every 10 s: the control plane is back long before the next.
+    inventory = mesh.add_app("inventory", lease_ttl=30.0)
+    try:
+        mesh.wait_routable(web, "inventory", {"inventory"})
+        mesh.kill_control()
+        mesh.start_control(same_ports=True)
+        endpoint = {f"127.0.0.1:{inventory.inbound_port}"}
+        outcomes: Counter = Counter()
+        deadline = time.monotonic() + 15.0
+        settled = False
+        while not settled:
+            assert time.monotonic() < deadline, f"no recovery within 15 s: {outcomes}"
+            for _ in range(20):
+                reply = web.call("inventory")
+                outcomes[reply.served_by or f"<{reply.status}>"] += 1
+            settled = (web.xds()["connected"] and "inventory" in mesh.instances("inventory")
+                       and web.service_endpoints("inventory") == endpoint)
+        assert set(outcomes) == {"inventory"}, outcomes
+    finally:
+        inventory.stop_sidecar()

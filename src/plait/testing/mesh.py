@@ -186,6 +186,11 @@ class App:
         return process.wait(10.0)
 
     @property
+    def running(self) -> bool:
+        """Whether the sidecar is up (started and not exited)."""
+        return self.sidecar is not None and self.sidecar.process.returncode is None
+
+    @property
     def admin(self) -> Sidecar:
         assert self.sidecar is not None, f"{self.instance} has no sidecar"
         return self.sidecar
