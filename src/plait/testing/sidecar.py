@@ -36,6 +36,8 @@ LIMIT_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.connection_l
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http."
                                     "router.v3.Router"}}
+FAULT = "envoy.filters.http.fault"
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 READY = re.compile(r"^plait sidecar ready admin=(\S+) listeners=(\S*) workers=(\d+)$")
 PLAIT = [sys.executable, "-m", "plait"]
 
@@ -55,22 +57,65 @@ def cluster(name: str, endpoints: Iterable, *, lb_policy: str = "ROUND_ROBIN",
             connect_timeout: float = 1.0, **extra) -> dict:
     """A STATIC cluster. `endpoints`: ports on 127.0.0.1, (host, port) pairs, or
     (host, port, weight) triples."""
-    lb_endpoints = []
-    for ep in endpoints:
-        host, port, weight = "127.0.0.1", ep, None
-        if isinstance(ep, tuple):
-            host, port = ep[0], ep[1]
-            weight = ep[2] if len(ep) > 2 else None
-        entry: dict = {"endpoint": {"address": address(port, host)}}
-        if weight is not None:
-            entry["load_balancing_weight"] = weight
-        lb_endpoints.append(entry)
+    lb_endpoints = [_lb_endpoint(ep) for ep in endpoints]
     return {"name": name, "type": "STATIC", "lb_policy": lb_policy,
             "connect_timeout": duration(connect_timeout),
             "load_assignment": {"cluster_name": name,
                                 "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints
                                 else []},
             **extra}
+
+
+def _lb_endpoint(ep) -> dict:
+    host, port, weight = "127.0.0.1", ep, None
+    if isinstance(ep, tuple):
+        host, port = ep[0], ep[1]
+        weight = ep[2] if len(ep) > 2 else None
+    entry: dict = {"endpoint": {"address": address(port, host)}}
+    if weight is not None:
+        entry["load_balancing_weight"] = weight
+    return entry
+
+
+def cluster_by_priority(name: str, levels: Iterable[Iterable], **options) -> dict:
+    """A STATIC cluster with one locality per priority: `levels[0]` holds the endpoints of
+    priority 0 (used first), `levels[1]` those of priority 1, ... (endpoints as in
+    `cluster`). Other options as for `cluster`."""
+    out = cluster(name, (), **options)
+    out["load_assignment"]["endpoints"] = [
+        {"priority": i, "lb_endpoints": [_lb_endpoint(ep) for ep in level]}
+        for i, level in enumerate(levels)]
+    return out
+
+
+def outlier_detection(*, consecutive_5xx: int | None = None,
+                      consecutive_gateway_failure: int | None = None,
+                      base_ejection_time: float | None = None,
+                      max_ejection_time: float | None = None,
+                      max_ejection_percent: int | None = None) -> dict:
+    """A cluster's `outlier_detection`; unset fields keep Envoy's defaults."""
+    out: dict = {}
+    for key, value in (("consecutive_5xx", consecutive_5xx),
+                       ("consecutive_gateway_failure", consecutive_gateway_failure),
+                       ("max_ejection_percent", max_ejection_percent)):
+        if value is not None:
+            out[key] = value
+    for key, value in (("base_ejection_time", base_ejection_time),
+                       ("max_ejection_time", max_ejection_time)):
+        if value is not None:
+            out[key] = duration(value)
+    return out
+
+
+def retry_budget(*, budget_percent: float | None = None,
+                 min_retry_concurrency: int | None = None) -> dict:
+    """A cluster's `circuit_breakers` holding one threshold with a `retry_budget`."""
+    budget: dict = {}
+    if budget_percent is not None:
+        budget["budget_percent"] = {"value": budget_percent}
+    if min_retry_concurrency is not None:
+        budget["min_retry_concurrency"] = min_retry_concurrency
+    return {"thresholds": [{"retry_budget": budget}]}
 
 
 def retry_policy(retry_on: str = "5xx", *, num_retries: int = 1,
@@ -86,30 +131,124 @@ def retry_policy(retry_on: str = "5xx", *, num_retries: int = 1,
     return out
 
 
+def match(*, prefix: str | None = None, path: str | None = None, regex: str | None = None,
+          headers: list[dict] | None = None, query: list[dict] | None = None) -> dict:
+    """A RouteMatch; the path condition defaults to prefix "/"."""
+    if path is not None:
+        out: dict = {"path": path}
+    elif regex is not None:
+        out = {"safe_regex": {"regex": regex}}
+    else:
+        out = {"prefix": prefix if prefix is not None else "/"}
+    if headers:
+        out["headers"] = headers
+    if query:
+        out["query_parameters"] = query
+    return out
+
+
 def route(cluster: str | None = None, *, prefix: str | None = None, path: str | None = None,
           regex: str | None = None, weighted: dict[str, int] | None = None,
           timeout: float | None = None, retry: dict | None = None,
-          headers: list[dict] | None = None, name: str = "") -> dict:
-    """One route; the match defaults to prefix "/". Give `cluster` or `weighted`."""
-    if path is not None:
-        match: dict = {"path": path}
-    elif regex is not None:
-        match = {"safe_regex": {"regex": regex}}
-    else:
-        match = {"prefix": prefix if prefix is not None else "/"}
-    if headers:
-        match["headers"] = headers
-    action: dict = ({"weighted_clusters": {"clusters": [{"name": n, "weight": w}
-                                                        for n, w in weighted.items()]}}
-                    if weighted else {"cluster": cluster})
+          headers: list[dict] | None = None, name: str = "",
+          query: list[dict] | None = None, action: dict | None = None,
+          per_filter: dict | None = None, **fields) -> dict:
+    """One route; the match defaults to prefix "/". Give `cluster` or `weighted`.
+
+    `query`: query_parameters conditions; `action`: more RouteAction fields
+    (`prefix_rewrite`, `hash_policy`, `request_mirror_policies`, ...); `per_filter`:
+    typed_per_filter_config; `fields`: more Route fields (`request_headers_to_add`, ...)."""
+    m = match(prefix=prefix, path=path, regex=regex, headers=headers, query=query)
+    act: dict = ({"weighted_clusters": {"clusters": [{"name": n, "weight": w}
+                                                     for n, w in weighted.items()]}}
+                 if weighted else {"cluster": cluster})
     if timeout is not None:
-        action["timeout"] = duration(timeout)
+        act["timeout"] = duration(timeout)
     if retry is not None:
-        action["retry_policy"] = retry
-    out = {"match": match, "route": action}
+        act["retry_policy"] = retry
+    act.update(action or {})
+    out = {"match": m, "route": act, **fields}
+    if per_filter:
+        out["typed_per_filter_config"] = per_filter
     if name:
         out["name"] = name
     return out
+
+
+def direct_route(status: int, body: str = "", *, name: str = "", **match_options) -> dict:
+    """A route answered by the sidecar itself (`direct_response`)."""
+    out: dict = {"match": match(**match_options), "direct_response": {"status": status}}
+    if body:
+        out["direct_response"]["body"] = {"inline_string": body}
+    if name:
+        out["name"] = name
+    return out
+
+
+def redirect_route(*, name: str = "", prefix: str | None = None, path: str | None = None,
+                   regex: str | None = None, headers: list[dict] | None = None,
+                   **redirect) -> dict:
+    """A route answered with a redirect; `redirect` holds RedirectAction fields
+    (`path_redirect`, `prefix_rewrite`, `host_redirect`, `port_redirect`, `https_redirect`,
+    `scheme_redirect`, `response_code`, `strip_query`)."""
+    out: dict = {"match": match(prefix=prefix, path=path, regex=regex, headers=headers),
+                 "redirect": redirect}
+    if name:
+        out["name"] = name
+    return out
+
+
+def header_value(name: str, value: str, *, append: bool | None = None,
+                 append_action: str | None = None) -> dict:
+    """A HeaderValueOption for `*_headers_to_add`."""
+    out: dict = {"header": {"key": name, "value": value}}
+    if append is not None:
+        out["append"] = append
+    if append_action is not None:
+        out["append_action"] = append_action
+    return out
+
+
+def mirror(cluster: str, percent: float | None = None) -> dict:
+    """A request mirror policy; `percent` of requests (all when None)."""
+    out: dict = {"cluster": cluster}
+    if percent is not None:
+        out["runtime_fraction"] = {"default_value": {"numerator": round(percent * 10_000),
+                                                     "denominator": "MILLION"}}
+    return out
+
+
+def hash_header(name: str) -> dict:
+    return {"header": {"header_name": name}}
+
+
+def hash_cookie(name: str) -> dict:
+    return {"cookie": {"name": name}}
+
+
+def fault(*, delay: float | None = None, delay_percent: float | None = None,
+          abort_status: int | None = None, abort_percent: float | None = None,
+          headers: list[dict] | None = None) -> dict:
+    """An `envoy.filters.http.fault` HTTPFault typed_config (percentages of requests)."""
+    out: dict = {"@type": FAULT_TYPE}
+    if delay is not None:
+        out["delay"] = {"fixed_delay": duration(delay)}
+        if delay_percent is not None:
+            out["delay"]["percentage"] = {"numerator": round(delay_percent * 10_000),
+                                          "denominator": "MILLION"}
+    if abort_status is not None:
+        out["abort"] = {"http_status": abort_status}
+        if abort_percent is not None:
+            out["abort"]["percentage"] = {"numerator": round(abort_percent * 10_000),
+                                          "denominator": "MILLION"}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def fault_filter(**options) -> dict:
+    """The fault filter as an entry of a listener's `http_filters` (options as `fault`)."""
+    return {"name": FAULT, "typed_config": fault(**options)}
 
 
 def virtual_host(name: str, domains: list[str], routes: list[dict]) -> dict:
@@ -119,10 +258,12 @@ def virtual_host(name: str, domains: list[str], routes: list[dict]) -> dict:
 def listener(name: str, virtual_hosts: list[dict], *, port: int = 0,
              max_request_headers_kb: int | None = None,
              request_headers_timeout: float | None = None,
-             connection_limit: int | None = None, direction: str = "OUTBOUND") -> dict:
+             connection_limit: int | None = None, direction: str = "OUTBOUND",
+             http_filters: list[dict] | None = None) -> dict:
+    """`http_filters`: filters to run before the router, which is always last."""
     hcm: dict = {"@type": HCM_TYPE, "stat_prefix": name,
                  "route_config": {"name": name, "virtual_hosts": virtual_hosts},
-                 "http_filters": [ROUTER]}
+                 "http_filters": [*(http_filters or ()), ROUTER]}
     if max_request_headers_kb is not None:
         hcm["max_request_headers_kb"] = max_request_headers_kb
     if request_headers_timeout is not None:
@@ -268,19 +409,32 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def count(self) -> dict:
-        """The upstream's own /count: requests served and connections accepted."""
+        """The upstream's own /count: requests served, connections accepted, requests by
+        Host header (`authorities`)."""
         with urllib.request.urlopen(self.url("/count"), timeout=5) as resp:
             return json.loads(resp.read())
+
+    def fail(self, status: int) -> None:
+        """Answer every request with `status` from now on (0: behave normally again)."""
+        with urllib.request.urlopen(self.url(f"/admin/fail?status={status}"), timeout=5):
+            pass
+
+    def delay(self, ms: int) -> None:
+        """Wait `ms` before every answer from now on (0: answer at once again)."""
+        with urllib.request.urlopen(self.url(f"/admin/delay?ms={ms}"), timeout=5):
+            pass
 
     def stop(self) -> int:
         return self.process.stop(grace=2.0)
 
 
-def start_upstream(name: str = "upstream", *, timeout: float = 15.0) -> Upstream:
-    process, match = procs.start(
-        [sys.executable, "-m", "plait.testing.upstream", "--port", "0", "--name", name],
+def start_upstream(name: str = "upstream", *, timeout: float = 15.0, port: int = 0) -> Upstream:
+    """Start an upstream on `port` (0: the kernel chooses; a port number: to bring back an
+    upstream that was stopped, on the port a cluster names)."""
+    process, ready = procs.start(
+        [sys.executable, "-m", "plait.testing.upstream", "--port", str(port), "--name", name],
         ready=UPSTREAM_READY, timeout=timeout, name=f"upstream {name}")
-    return Upstream(process, int(match.group(1)), name)
+    return Upstream(process, int(ready.group(1)), name)
 
 
 @contextlib.contextmanager

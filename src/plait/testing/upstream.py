@@ -21,7 +21,12 @@ Paths (any method; HEAD gets the same head without a body):
   /ws                      101 for `Upgrade: websocket`, then echo raw bytes
   /http10                  an HTTP/1.0 response delimited by close
   /overlong                content-length 5 followed by more bytes than that
-  /count                   JSON: requests served (not counting /count) and connections
+  /count                   JSON: requests served (not counting /count and /admin/...),
+                           connections, and requests by Host header (`authorities`)
+  /admin/fail?status=<n>   from now on answer every request (but /count and /admin/...)
+                           with status n instead; status=0 stops failing
+  /admin/delay?ms=<n>      from now on wait n ms before answering every such request;
+                           ms=0 stops
   /flaky/<key>/<n>/<rest>  the first n requests under key behave as /<rest>; later ones
                            as /echo (retry tests: `/flaky/a/1/status/503`)
   /interim/<code>/<rest>   an interim (1xx) response first, then as /<rest>
@@ -73,6 +78,9 @@ class Server:
         self.requests = 0
         self.connections = 0
         self.flaky: dict[str, int] = {}
+        self.authorities: dict[str, int] = {}
+        self.fail_status = 0  # set by /admin/fail: answer everything with this status
+        self.delay_ms = 0  # set by /admin/delay: wait this long before every answer
         self.tasks: set[asyncio.Task] = set()
 
 
@@ -149,10 +157,15 @@ class _Connection(asyncio.Protocol):
             if req is None or self.transport.is_closing():
                 return
             path = req.path.split(b"?", 1)[0].decode("latin-1")
-            if path != "/count":
+            if path != "/count" and not path.startswith("/admin/"):
                 self.server.requests += 1
+                host = req.header("host") or ""
+                self.server.authorities[host] = self.server.authorities.get(host, 0) + 1
             try:
-                keep = await self.respond(req, path)
+                if path.startswith("/admin/"):
+                    keep = self.admin(req, path)
+                else:
+                    keep = await self.respond(req, path)
             except (ConnectionError, ValueError) as exc:
                 self.send(req, 400, str(exc).encode(), keep_alive=False)
                 keep = False
@@ -175,8 +188,33 @@ class _Connection(asyncio.Protocol):
         no_body = req.method == "HEAD" or status in (204, 304) or status < 200
         self.transport.write(head if no_body else head + body)
 
+    def admin(self, req: _Request, path: str) -> bool:
+        """Switch the whole server's behaviour: /admin/fail?status=N, /admin/delay?ms=N."""
+        query = dict(pair.partition("=")[::2] for pair in
+                     req.path.decode("latin-1").partition("?")[2].split("&") if pair)
+        server = self.server
+        if path == "/admin/fail":
+            server.fail_status = int(query.get("status", "0"))
+        elif path == "/admin/delay":
+            server.delay_ms = int(query.get("ms", "0"))
+        else:
+            self.send(req, 404, b"unknown admin path\n")
+            return True
+        self.send(req, 200, json.dumps({"fail_status": server.fail_status,
+                                        "delay_ms": server.delay_ms}).encode(),
+                  ctype=b"application/json")
+        return True
+
     async def respond(self, req: _Request, path: str) -> bool:
         """Answer one request; False when the connection must close afterwards."""
+        server = self.server
+        if path != "/count":
+            if server.delay_ms:
+                await asyncio.sleep(server.delay_ms / 1000.0)
+            if server.fail_status:
+                code = server.fail_status
+                self.send(req, code, b"failing with %d\n" % code)
+                return True
         parts = path.strip("/").split("/")
         while parts and parts[0] in ("delay", "flaky", "interim"):
             if parts[0] == "delay":
@@ -225,7 +263,8 @@ class _Connection(asyncio.Protocol):
             return False
         elif kind == "count":
             body = json.dumps({"name": self.server.name, "requests": self.server.requests,
-                               "connections": self.server.connections}).encode()
+                               "connections": self.server.connections,
+                               "authorities": self.server.authorities}).encode()
             self.send(req, 200, body, ctype=b"application/json")
         else:
             body = json.dumps({
