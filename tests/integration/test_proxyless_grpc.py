@@ -190,3 +190,23 @@ def test_consistent_hash_keeps_each_caller_on_one_version():
             assert seen == {"v1", "v2"}
 
     run(scenario())
+
+
+def test_an_injected_fault_fails_grpc_calls_with_the_status_asked_for():
+    async def scenario():
+        view = FakeMeshView()
+        view.apply(rule(), split(100, 0))
+        async with mesh_with_greeters(view) as (push, client):
+            await client.until(only("v1"))
+            chaos = split(100, 0)
+            chaos["spec"]["http"][0]["fault"] = {
+                "abort": {"grpcStatus": "RESOURCE_EXHAUSTED", "percentage": {"value": 100}}}
+            view.apply(chaos)
+            # a batch may straddle the switch; once the fault is live, every call fails
+            result = await client.until(lambda r: not r["versions"])
+            assert result["errors"] == {"RESOURCE_EXHAUSTED": 10}, result
+            assert result["last_error"] == "Fault injected"
+            view.apply(split(100, 0))  # the drill ends: calls succeed again
+            await client.until(only("v1"))
+
+    run(scenario())

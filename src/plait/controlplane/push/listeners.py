@@ -1,7 +1,8 @@
 """Listeners: the sidecar's outbound and inbound sockets, and gRPC's API listeners.
 
-All three carry an HttpConnectionManager whose filter chain ends with the router, with
-its typed_config set (gRPC NACKs a listener otherwise). The sidecar's outbound side takes
+All three carry an HttpConnectionManager whose filter chain is the fault filter (idle
+until a route asks, see `faults`) then the router, each with its typed_config set (gRPC
+NACKs a listener whose router has none). The sidecar's outbound side takes
 its routes by RDS so a routing change does not touch the listener; the inbound side has
 one fixed route to the local app, so it is inline. An API listener (a proxyless gRPC
 client's view of one target) also uses RDS, under the listener's own name.
@@ -18,7 +19,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2
 
+from plait.controlplane.push import faults
 from plait.controlplane.push.clusters import ads_source
+from plait.controlplane.push.faults import FAULT_FILTER
 from plait.controlplane.push.naming import HCM_FILTER, INBOUND, OUTBOUND, ROUTER_FILTER
 
 HCM = hcm_pb2.HttpConnectionManager
@@ -33,6 +36,8 @@ def connection_manager(*, stat_prefix: str, rds_name: str = "",
     else:
         hcm.rds.route_config_name = rds_name
         hcm.rds.config_source.CopyFrom(ads_source())
+    fault = hcm.http_filters.add(name=FAULT_FILTER)
+    fault.typed_config.Pack(faults.listener_config())
     router = hcm.http_filters.add(name=ROUTER_FILTER)
     router.typed_config.Pack(router_pb2.Router())
     return hcm

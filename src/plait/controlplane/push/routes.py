@@ -8,8 +8,8 @@ those labels. Without a VirtualService the host gets one catch-all route to the 
 service, with Istio's default retry policy, as an Istio user would expect.
 
 Each builder also returns the clusters its routes reach as (host, port, subset), so the
-caller serves exactly the clusters that are reachable. Not translated yet: `fault`,
-per-destination header operations, `match.port` and `gateways`.
+caller serves exactly the clusters that are reachable. Faults: see `faults`. Not
+translated yet: per-destination header operations, `match.port` and `gateways`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.v3 import percent_pb2
 
 from plait.controlplane.push.clusters import consistent_hash, duration
+from plait.controlplane.push.faults import set_route_fault
 from plait.controlplane.push.index import MeshIndex, attr, seconds
 from plait.controlplane.push.matches import fill_match, regex
 from plait.controlplane.push.naming import outbound_cluster
@@ -62,6 +63,7 @@ def virtual_host(index: MeshIndex, host: str, *, domains: list[str], proxyless: 
             continue  # every match is for other callers
         template = rc.Route(name=http.name or f"{host}-{number}")
         refs |= _fill_action(template, index, http, proxyless=proxyless, ports={host: port})
+        set_route_fault(template, http.fault)
         for match in matches or [None]:
             route = vhost.routes.add()
             route.CopyFrom(template)

@@ -407,3 +407,49 @@ def test_translation_is_deterministic():
     again = {t: {n: m.SerializeToString(deterministic=True) for n, m in r.items()}
              for t, r in translate(view, proxy).items()}
     assert first == again
+
+
+def test_faults_ride_on_routes_and_every_listener_has_the_idle_fault_filter():
+    from envoy.extensions.filters.http.fault.v3 import fault_pb2
+
+    view = reviews_mesh(REVIEWS_RULE + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    fault: {delay: {fixedDelay: 250ms, percentage: {value: 12.5}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /grpc}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - fault: {abort: {httpStatus: 503}}
+    route: [{destination: {host: reviews, subset: v2}}]
+""")
+    out = sidecar(view, app="web", app_port=8080)
+    for name in ("outbound", "inbound"):
+        hcm = hcm_pb2.HttpConnectionManager()
+        out[LISTENER][name].filter_chains[0].filters[0].typed_config.Unpack(hcm)
+        assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.fault",
+                                                      "envoy.filters.http.router"]
+        idle = fault_pb2.HTTPFault()
+        hcm.http_filters[0].typed_config.Unpack(idle)
+        assert not idle.HasField("delay") and not idle.HasField("abort")
+
+    def fault(route) -> fault_pb2.HTTPFault:
+        found = fault_pb2.HTTPFault()
+        route.typed_per_filter_config["envoy.filters.http.fault"].Unpack(found)
+        return found
+
+    slow, grpc_abort, http_abort = vhost(out, "reviews").routes
+    assert fault(slow).delay.fixed_delay.ToMilliseconds() == 250
+    assert fault(slow).delay.percentage.numerator == 125_000  # of a million
+    assert fault(grpc_abort).abort.grpc_status == 14
+    assert fault(grpc_abort).abort.percentage.numerator == 1_000_000
+    assert fault(http_abort).abort.http_status == 503
+    # Istio: no percentage written means no request is aborted
+    assert fault(http_abort).abort.percentage.numerator == 0
+    assert not vhost(sidecar(reviews_mesh()), "reviews").routes[0].typed_per_filter_config
