@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from plait.testing import procs
 from plait.testing.mesh import (
     Mesh, binomial_tolerance, listener_owner, process_group, wait_until,
 )
@@ -334,3 +335,27 @@ def test_a_change_reaches_every_worker_of_a_sidecar(mesh, callers):
     finally:
         for conn, _ in conns:
             conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "dynamic listeners are bound with SO_REUSEPORT even with one worker, so a second "
+    "sidecar started on a port another sidecar of the same user holds binds it silently "
+    "and the kernel gives it part of the first one's connections"))
+def test_a_sidecar_cannot_take_over_another_sidecars_port(mesh, callers):
+    web, _ = callers
+    # Another app whose sidecar is misconfigured with web's outbound port; it calls only web.
+    other = mesh.add_app("other", dependencies=("web",), sidecar=False)
+    other.outbound_port = web.outbound_port
+    try:
+        try:
+            other.start_sidecar()
+        except procs.ProcessFailed:
+            pass  # refusing the port it cannot have is the right answer
+        outcomes = []
+        for _ in range(40):  # fresh connections, so the kernel chooses a listener each time
+            outcomes.append(web.call("pricing").status)
+            web.close_connection()
+        assert outcomes == [200] * 40
+    finally:
+        if other.sidecar is not None:
+            other.stop_sidecar()
