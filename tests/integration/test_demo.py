@@ -1,4 +1,6 @@
-"""`python -m plait.demo` end to end: real demo app, real sidecar, real traffic.
+"""`python -m plait.demo` end to end: real control plane, apps, sidecars and traffic.
+
+The mesh demo (the default) and the one-sidecar demo (`single`) are both run for real.
 
 The demo prints the process ids it started (`demo: processes=app:PID,sidecar:PID`) and a
 plain summary at exit (`demo: requests=N ok=M errors=E ...`). Each child leads its own
@@ -20,6 +22,8 @@ from pathlib import Path
 SUMMARY = re.compile(r"^demo: requests=(\d+) ok=(\d+) errors=(\d+)", re.M)
 PROCESSES = re.compile(r"^demo: processes=(\S+)", re.M)
 DEMO = [sys.executable, "-m", "plait.demo"]
+SINGLE = DEMO + ["single"]
+CANARY = re.compile(r"v2_share=([0-9.]+) canary=(\S+)")
 ENV = {**os.environ, "COLUMNS": "120"}
 
 
@@ -46,8 +50,24 @@ def started_pids(stdout: str) -> set[int]:
     return {int(item.split(":")[1]) for item in match.group(1).split(",")}
 
 
+def test_mesh_demo_walks_the_canary_and_leaves_nothing_running():
+    result = subprocess.run(DEMO + ["--duration", "13", "--step", "2", "--rate", "50"],
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    requests, ok, errors = map(int, SUMMARY.search(result.stdout).groups())
+    assert requests == 650 and ok == requests and errors == 0, output
+    share, steps = CANARY.search(result.stdout).groups()
+    # three steps applied, each seen by frontend's sidecar; after 100% only v2 answers
+    assert [s.split(":")[0] for s in steps.split(",")] == ["10%", "50%", "100%"], output
+    assert float(share) == 1.0, output
+    pids = started_pids(result.stdout)
+    assert len(pids) == 9  # control plane, four apps, four sidecars
+    assert live_group_members(pids) == []
+
+
 def test_bounded_run_succeeds_and_leaves_nothing_running():
-    result = subprocess.run(DEMO + ["--duration", "5"], capture_output=True, text=True,
+    result = subprocess.run(SINGLE + ["--duration", "5"], capture_output=True, text=True,
                             timeout=90, env=ENV)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -63,7 +83,7 @@ def test_bounded_run_succeeds_and_leaves_nothing_running():
 
 
 def test_sigterm_stops_the_demo_and_its_children():
-    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    proc = subprocess.Popen(SINGLE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:

@@ -6,6 +6,11 @@ that the sidecar, not the app, dominates a profile. Requests on one connection a
 in order (pipelining safe). `--error-rate` makes a fraction of answers 500s, for demos of
 retries, outlier detection and canary roll-back.
 
+With `--call SERVICE --via HOST:PORT` it first calls SERVICE through its own sidecar's
+outbound listener (`Host: SERVICE`), the way a meshed app calls another, and answers with
+the chain of services and versions that served the request in `x-demo-chain`
+(e.g. `frontend/v1>catalog/v2>pricing/v1`); a failed call makes its answer a 502.
+
     python -m plait.demo.app --port 0 --name reviews --version v2
 
 Prints `plait demo app ready name=N version=V port=P` once listening; stops on SIGTERM/SIGINT.
@@ -22,6 +27,8 @@ from collections import deque
 
 import httptools
 import uvloop
+
+from plait.demo.traffic import ClientConnection, RequestFailed
 
 READY_PREFIX = "plait demo app ready"
 
@@ -63,17 +70,34 @@ class AppProtocol(asyncio.Protocol):
         asyncio.get_running_loop().call_later(delay, self._respond, delay, *self.pending.popleft())
 
     def _respond(self, delay: float, url: bytes, keep_alive: bool) -> None:
+        if self.args.call:
+            task = asyncio.get_running_loop().create_task(self._call_then_respond(delay, url, keep_alive))
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
+            return
+        self._write(delay, url, keep_alive, b"", failed=random.random() < self.args.error_rate)
+
+    async def _call_then_respond(self, delay: float, url: bytes, keep_alive: bool) -> None:
+        chain, ok = await self.args.downstream.call(self.args.call, url)
+        failed = not ok or random.random() < self.args.error_rate
+        self._write(delay, url, keep_alive, chain, failed=failed, bad_gateway=not ok)
+
+    def _write(self, delay: float, url: bytes, keep_alive: bool, chain: bytes, *,
+               failed: bool, bad_gateway: bool = False) -> None:
         if self.transport.is_closing():
             return
-        failed = random.random() < self.args.error_rate
-        status = b"500 Internal Server Error" if failed else b"200 OK"
+        me = f"{self.args.name}/{self.args.version}".encode()
+        chain = me + (b">" + chain if chain else b"")
+        status = (b"502 Bad Gateway" if bad_gateway else
+                  b"500 Internal Server Error" if failed else b"200 OK")
         body = json.dumps({
             "service": self.args.name, "version": self.args.version,
             "path": url.decode(errors="replace"), "delay_ms": round(delay * 1000, 2),
         }).encode() + b"\n"
         head = (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
                 b"content-length: " + str(len(body)).encode() + b"\r\n"
-                b"x-demo-version: " + self.args.version.encode() + b"\r\n")
+                b"x-demo-version: " + self.args.version.encode() + b"\r\n"
+                b"x-demo-chain: " + chain + b"\r\n")
         if not keep_alive:
             head += b"connection: close\r\n"
         self.transport.write(head + b"\r\n" + body)
@@ -83,8 +107,42 @@ class AppProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+_TASKS: set = set()  # calls in flight, owned here so none is garbage-collected mid-way
+
+
+class Downstream:
+    """Keep-alive connections to the app's own sidecar, one request per connection at a
+    time; answers with the callee's `x-demo-chain` and whether it succeeded."""
+
+    def __init__(self, via: str) -> None:
+        host, _, port = via.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.idle: list = []
+
+    async def call(self, service: str, url: bytes) -> tuple[bytes, bool]:
+        conn = None
+        while self.idle and conn is None:
+            candidate = self.idle.pop()
+            conn = None if candidate.closed else candidate
+        try:
+            if conn is None:
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    ClientConnection, self.host, self.port)
+            raw = b"GET %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (url, service.encode())
+            status, _, keep_alive = await conn.request(raw, 2.0)
+        except (OSError, RequestFailed, TimeoutError):
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+            return service.encode() + b"/unreachable", False
+        if keep_alive and not conn.closed:
+            self.idle.append(conn)
+        chain = (conn.tag or f"{service}/?").encode()
+        return chain, 200 <= status < 300
+
+
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    args.downstream = Downstream(args.via) if args.call else None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -106,7 +164,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--min-delay-ms", type=float, default=1.0)
     ap.add_argument("--max-delay-ms", type=float, default=4.0)
     ap.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    ap.add_argument("--call", default="", help="a service to call for each request")
+    ap.add_argument("--via", default="", help="HOST:PORT of this app's sidecar outbound listener")
     args = ap.parse_args(argv)
+    if bool(args.call) != bool(args.via):
+        ap.error("--call and --via go together")
     if not 0 <= args.min_delay_ms <= args.max_delay_ms or not 0 <= args.error_rate <= 1:
         ap.error("need 0 <= min-delay <= max-delay and 0 <= error-rate <= 1")
     return args

@@ -44,10 +44,16 @@ class ClientStats:
     recent: deque = field(default_factory=deque)  # (finished_at, latency_s)
     samples: array = field(default_factory=lambda: array("d"))
     started: float = field(default_factory=time.monotonic)
+    by_tag: Counter = field(default_factory=Counter)  # e.g. which versions answered
+    recent_tags: deque = field(default_factory=deque)  # (finished_at, tag)
 
-    def record(self, *, status: int | str, latency_s: float, reason: str | None = None) -> None:
+    def record(self, *, status: int | str, latency_s: float, reason: str | None = None,
+               tag: str | None = None) -> None:
         now = time.monotonic()
         self.requests += 1
+        if tag:
+            self.by_tag[tag] += 1
+            self.recent_tags.append((now, tag))
         if isinstance(status, int) and 200 <= status < 300:
             self.ok += 1
         else:
@@ -63,6 +69,15 @@ class ClientStats:
     def _trim(self, now: float) -> None:
         while self.recent and self.recent[0][0] < now - self.window_s:
             self.recent.popleft()
+        while self.recent_tags and self.recent_tags[0][0] < now - self.window_s:
+            self.recent_tags.popleft()
+
+    def recent_tag_shares(self) -> dict[str, float]:
+        """Each tag's share of the tagged answers in the recent window."""
+        self._trim(time.monotonic())
+        counts = Counter(tag for _, tag in self.recent_tags)
+        total = sum(counts.values())
+        return {tag: n / total for tag, n in counts.items()} if total else {}
 
     def rate(self, over_s: float = 2.0) -> float:
         """Completed requests per second over the last `over_s` seconds."""
@@ -84,22 +99,28 @@ class ClientStats:
         return [percentile(values, p) for p in ps]
 
 
-class _Conn(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 client connection; one request at a time."""
+
+    tag_header = b"x-demo-chain"  # a response header whose value tags the answer
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
         self.reason: str | None = None
+        self.tag: str | None = None
         self.closed = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-plait-error":
+        name = name.lower()
+        if name == b"x-plait-error":
             self.reason = value.decode(errors="replace")
+        elif name == self.tag_header:
+            self.tag = value.decode(errors="replace")
 
     def on_message_complete(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -119,16 +140,17 @@ class _Conn(asyncio.Protocol):
 
     def _fail(self, what: str) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(_RequestFailed(what))
+            self.waiter.set_exception(RequestFailed(what))
 
     async def request(self, raw: bytes, timeout_s: float) -> tuple[int, str | None, bool]:
         self.reason = None
+        self.tag = None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         return await asyncio.wait_for(self.waiter, timeout_s)
 
 
-class _RequestFailed(Exception):
+class RequestFailed(Exception):
     """A request got no complete response; the message is the error's name."""
 
 
@@ -145,13 +167,16 @@ class Traffic:
             raise ValueError("rate must be in (0, 5000] requests per second")
         self.host, self.port = host, port
         self.rate = rate
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.requests = [(f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                          f"User-Agent: plait-demo\r\n{extra}\r\n").encode() for p in paths]
+        headers = dict(headers or {})
+        if not any(k.lower() == "host" for k in headers):
+            headers["Host"] = f"{host}:{port}"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.requests = [(f"GET {p} HTTP/1.1\r\n{extra}User-Agent: plait-demo\r\n\r\n").encode()
+                         for p in paths]
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self.idle: list[_Conn] = []
+        self.idle: list[ClientConnection] = []
 
     async def run(self, stats: ClientStats, *, duration_s: float | None = None) -> None:
         """Sends until `duration_s` elapses (forever if None), then waits for the requests
@@ -191,19 +216,20 @@ class Traffic:
                     conn = candidate
             conn = conn or await self._connect()
             status, reason, keep_alive = await conn.request(raw, self.timeout_s)
-            stats.record(status=status, latency_s=time.perf_counter() - t0, reason=reason)
+            stats.record(status=status, latency_s=time.perf_counter() - t0, reason=reason,
+                         tag=conn.tag)
             if keep_alive and not conn.closed:
                 self.idle.append(conn)
                 conn = None
-        except (OSError, _RequestFailed, TimeoutError) as exc:
+        except (OSError, RequestFailed, TimeoutError) as exc:
             name = {TimeoutError: "timeout", ConnectionRefusedError: "connect_refused"}.get(
-                type(exc), str(exc) if isinstance(exc, _RequestFailed) else type(exc).__name__)
+                type(exc), str(exc) if isinstance(exc, RequestFailed) else type(exc).__name__)
             stats.record(status=name, latency_s=time.perf_counter() - t0)
         finally:
             self.in_flight -= 1
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
 
-    async def _connect(self) -> _Conn:
-        _, conn = await asyncio.get_running_loop().create_connection(_Conn, self.host, self.port)
+    async def _connect(self) -> ClientConnection:
+        _, conn = await asyncio.get_running_loop().create_connection(ClientConnection, self.host, self.port)
         return conn
