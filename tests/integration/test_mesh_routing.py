@@ -198,8 +198,6 @@ KNOWN_BUGS = {
     "direct response in bytes": "the sidecar compiles direct_response bodies from "
                                 "inline_string only; the inline_bytes the control plane "
                                 "sends for body.bytes become an empty body",
-    "fault abort": "the control plane accepts `fault` but does not translate it: no fault "
-                   "filter config reaches the sidecar",
 }
 
 
