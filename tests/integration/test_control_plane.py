@@ -35,14 +35,14 @@ def weights(resource: dict) -> list[int | None]:
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory):
-    cp = start_control(tmp_path_factory.mktemp("control"))
+    cp = start_control(tmp_path_factory.mktemp("control"), secure=True)
     yield cp
     cp.stop()
 
 
 @pytest.fixture
 def api(control):
-    with httpx.Client(base_url=control.api_url, timeout=10) as client:
+    with httpx.Client(base_url=control.api_url, headers=control.headers, timeout=10) as client:
         yield client
 
 
@@ -193,7 +193,7 @@ def test_proxy_status_answers(control):
 
 
 def test_data_survives_a_restart(tmp_path):
-    cp = start_control(tmp_path)
+    cp = start_control(tmp_path, secure=True)
     try:
         assert run_cli(cp, "apply", "-f", "-", stdin=doc("orders", v1=90)).returncode == 0
         assert run_cli(cp, "apply", "-f", "-", stdin=doc("orders", v1=70)).returncode == 0
@@ -202,7 +202,7 @@ def test_data_survives_a_restart(tmp_path):
     down = run_cli(cp, "get", "vs")
     assert down.returncode == 1 and down.stderr.startswith("error: cannot reach the control plane")
 
-    cp = start_control(tmp_path)
+    cp = start_control(tmp_path, secure=True)
     try:
         current = json.loads(run_cli(cp, "get", "vs", "orders", "-o", "json").stdout)
         assert weights(current) == [70, 30]

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from plait.cli import credentials
 from plait.core.errors import ConfigError
 from plait.model import resolve_kind
 
@@ -42,9 +43,14 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
     path and reason."""
     url = _base_url() + path
     try:
-        response = httpx.request(method, url, timeout=TIMEOUT, **kwargs)
+        options = credentials.request_options(kwargs.pop("headers", None))
+    except credentials.CredentialsError as exc:
+        raise CommandError("", str(exc)) from None
+    try:
+        response = httpx.request(method, url, timeout=TIMEOUT, **options, **kwargs)
     except httpx.HTTPError as exc:
-        raise CommandError("", f"cannot reach the control plane at {_base_url()}: {exc}") from None
+        where = f"cannot reach the control plane at {_base_url()}: {exc}"
+        raise CommandError("", where + credentials.hint(error=str(exc))) from None
     try:
         body = response.json()
     except ValueError:
@@ -54,7 +60,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
         raise CommandError("", f"HTTP {response.status_code} from {url}")
-    reason = str(err.get("reason", ""))
+    reason = str(err.get("reason", "")) + credentials.hint(response.status_code)
     if "document" in err:
         reason += f" (document {err['document']})"
     raise CommandError(str(err.get("path", "")), reason)
@@ -235,6 +241,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--xds-host", default="127.0.0.1")
     # 15010: Istio's plaintext xDS port.
     p.add_argument("--xds-port", type=int, default=15010, help="xDS (ADS) port; 0 picks a free one")
+    from plait.cli import security_cmds  # here: it imports this module's helpers
+
+    security_cmds.add_control_options(p)
     p.set_defaults(func=cmd_control)
 
     p = subparsers.add_parser("apply", help="create or update resources from YAML")
@@ -273,6 +282,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(name, help=text)
         p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
         p.set_defaults(func=_run(func))
+
+    security_cmds.register(subparsers)
 
     from plait.cli import governance_cmds  # here: it imports this module's helpers
 

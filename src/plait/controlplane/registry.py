@@ -69,6 +69,11 @@ class Registry:
         lease.expires_at = self._now() + lease.ttl
         return lease
 
+    def lease(self, lease_id: str) -> Lease | None:
+        """The live lease `lease_id`, or None (unknown or expired)."""
+        lease = self._leases.get(lease_id)
+        return lease if lease is not None and lease.expires_at > self._now() else None
+
     def deregister(self, lease_id: str) -> Instance:
         """Remove the lease's instance now. NotFoundError if there is no such lease."""
         lease = self._leases.pop(lease_id, None)

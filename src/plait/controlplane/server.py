@@ -10,8 +10,16 @@ accepting, one line goes to stdout:
     plait control ready api=HOST:PORT xds=HOST:PORT
 
 with the real ports (port 0 picks a free one), so launchers wait on it instead of
-guessing. SIGTERM and SIGINT stop the API, the push side and the lease checker, then the
-store is closed and the process exits 0.
+guessing.
+
+Security (`security_setup`): the mesh CA and the token/audit tables are opened beside the
+store, and every API request is authenticated unless `--insecure-dev` is given. With
+`--bootstrap-admin-token-file` a first admin token is written (mode 0600) when no admin
+token exists yet. A plain-HTTP API is refused beyond loopback: bearer tokens must not
+cross a network in clear text (`--api-tls`).
+
+SIGTERM and SIGINT stop the API, the push side and the lease checker, then the store is
+closed and the process exits 0.
 
 Push hook. If `plait.controlplane.push` exports `start_push`, it is called as
 
@@ -40,6 +48,7 @@ import uvicorn
 from plait.core.errors import PlaitError
 from plait.controlplane.alarms import open_alarm_hub
 from plait.controlplane.api import create_app
+from plait.controlplane.security_setup import open_security
 from plait.controlplane.registry import Registry
 from plait.controlplane.store import SqliteStore
 from plait.controlplane.view import MeshState
@@ -104,11 +113,12 @@ def _xds_address(push: Any, args: argparse.Namespace) -> str:
     return _hostport(args.xds_host, getattr(push, "port", args.xds_port))
 
 
-async def _serve(api: _ApiServer, sock: socket.socket, *, registry: Registry,
+async def _serve(api: _ApiServer, sock: socket.socket, *, background: list[Callable[[], Any]],
                  stop: asyncio.Event, ready_line: Callable[[], str]) -> bool:
-    """Run the API and the lease checker until `stop`; False if the API never came up."""
+    """Run the API and the `background` loops (lease checker, CA upkeep) until `stop`;
+    False if the API never came up."""
     async with asyncio.TaskGroup() as tg:
-        leases = tg.create_task(registry.run(), name="registry-leases")
+        loops = [tg.create_task(run(), name=run.__qualname__) for run in background]
         serving = tg.create_task(api.serve(sockets=[sock]), name="api")
         ready = tg.create_task(api.ready.wait(), name="api-ready")
         await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
@@ -118,7 +128,8 @@ async def _serve(api: _ApiServer, sock: socket.socket, *, registry: Registry,
             await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         api.should_exit = True
-        leases.cancel()
+        for loop in loops:
+            loop.cancel()
         stop.set()
     return api.ready.is_set()
 
@@ -133,6 +144,12 @@ async def run_control(args: argparse.Namespace) -> int:
     try:
         store = SqliteStore.open(args.data_dir)
     except (PlaitError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        security = open_security(args)
+    except (PlaitError, OSError, ValueError) as exc:
+        store.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
@@ -152,18 +169,19 @@ async def run_control(args: argparse.Namespace) -> int:
             proxy_status = getattr(push, "proxy_status", None) or (lambda: [])
             alarms = await stack.enter_async_context(open_alarm_hub(args.data_dir, store))
             app = create_app(store=store, registry=registry, proxy_status=proxy_status,
-                             alarms=alarms)  # fmt: skip
+                             alarms=alarms, security=security.api)  # fmt: skip
             sock = _bind(args.api_host, args.api_port)
             stack.callback(sock.close)
             config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                    lifespan="off", timeout_graceful_shutdown=5)  # fmt: skip
+                                    lifespan="off", timeout_graceful_shutdown=5,
+                                    **security.uvicorn_options())  # fmt: skip
 
             def ready_line() -> str:
                 api = _hostport(args.api_host, sock.getsockname()[1])
                 return f"plait control ready api={api} xds={_xds_address(push, args)}"
 
-            up = await _serve(_ApiServer(config), sock, registry=registry, stop=stop,
-                              ready_line=ready_line)  # fmt: skip
+            up = await _serve(_ApiServer(config), sock, stop=stop, ready_line=ready_line,
+                              background=[registry.run, *security.background()])  # fmt: skip
         if not up:
             raise PlaitError("the API server stopped during start-up")
         return 0
@@ -171,6 +189,7 @@ async def run_control(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        security.close()
         store.close()
 
 
