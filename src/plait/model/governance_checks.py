@@ -37,8 +37,9 @@ def check_circuit_breaker(cb: CircuitBreaker) -> None:
             raise ConfigError("spec.threshold",
                               "with strategy errorCount, a whole number of at least 1")  # fmt: skip
     elif not 0 < spec.threshold <= 1:
-        raise ConfigError("spec.threshold",
-                          f"with strategy {spec.strategy}, a ratio above 0 and at most 1")  # fmt: skip
+        raise ConfigError(
+            "spec.threshold", f"with strategy {spec.strategy}, a ratio above 0 and at most 1"
+        )
     if spec.strategy == "slowRequestRatio" and spec.slow_request_threshold is None:
         raise ConfigError("spec.slowRequestThreshold",
                           "required with strategy slowRequestRatio")  # fmt: skip
@@ -54,8 +55,10 @@ def check_degrade(dg: Degrade) -> None:
     seen: dict[str, str] = {}
     for name in dg.spec.fallback.headers:
         if name.lower() in seen:
-            raise ConfigError(f"spec.fallback.headers.{name}",
-                              f"same header as {seen[name.lower()]!r} (names ignore case)")  # fmt: skip
+            raise ConfigError(
+                f"spec.fallback.headers.{name}",
+                f"same header as {seen[name.lower()]!r} (names ignore case)",
+            )
         seen[name.lower()] = name
 
 

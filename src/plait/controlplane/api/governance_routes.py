@@ -29,6 +29,7 @@ MAX_DETAIL_BYTES = 4096  # per event, as JSON
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^\S+$")]
 Text = Annotated[str, Field(max_length=512)]
 Count = Annotated[int, Field(ge=0, le=10**12)]
+Limit = Annotated[int, Query(ge=1, le=1000)]  # how many of the newest to return
 Millis = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -144,7 +145,7 @@ def router(hub: AlarmHub) -> APIRouter:
 
     @api.get("/events")
     async def get_events(service: str | None = None, type: str | None = None,
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:  # fmt: skip
+                         limit: Limit = 100) -> dict[str, Any]:  # fmt: skip
         """The newest events (filtered by service and type), oldest first."""
         if type is not None and type not in EVENT_TYPES:
             raise ConfigError("type", f"unknown event type {type!r}; expected one of "
@@ -154,7 +155,7 @@ def router(hub: AlarmHub) -> APIRouter:
 
     @api.get("/alarms")
     async def get_alarms(service: str | None = None, rule: str | None = None,
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:  # fmt: skip
+                         limit: Limit = 100) -> dict[str, Any]:  # fmt: skip
         """The newest fired alarms with their delivery, oldest first."""
         return {"alarms": [a.to_json() for a in hub.log.recent(service=service, rule=rule,
                                                                limit=limit)]}  # fmt: skip
