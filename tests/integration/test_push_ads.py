@@ -165,6 +165,28 @@ def test_a_burst_of_changes_is_debounced_into_one_push():
     run(scenario())
 
 
+def test_a_steady_stream_of_changes_is_still_pushed_before_it_stops():
+    # Changes every 20 ms never leave 100 ms of quiet; the debouncer's maximum delay must
+    # push anyway, while the changes are still coming.
+    async def scenario():
+        view = FakeMeshView()
+        view.register("a", "10.0.0.1", 80)
+        async with served(view) as (push, channel):
+            client = await _sidecar_on_endpoints(channel, "needs-a", "a")
+            pushed = asyncio.ensure_future(client.recv(timeout=None))
+            n = 1
+            while not pushed.done():
+                n += 1
+                assert n < 250, "no push after 5 s of continuous changes"
+                view.register("a", f"10.0.{n // 250}.{n % 250}", 80)
+                await asyncio.sleep(0.02)  # the pace of the changes, not a wait for readiness
+            assert (await pushed).type_url == ENDPOINT
+            assert push.counters()["mesh_revisions"] >= 1
+            client.close()
+
+    run(scenario())
+
+
 def _assignment(packed):
     from envoy.config.endpoint.v3 import endpoint_pb2
 
