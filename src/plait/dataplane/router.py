@@ -89,9 +89,14 @@ def _matches(cond, values: list[bytes]) -> bool:
 
 
 def headers_match(conditions, req) -> bool:
-    """All conditions hold for the request (Envoy's HeaderMatcher semantics, incl. invert)."""
+    """All conditions hold for the request (Envoy's HeaderMatcher semantics, incl. invert:
+    a value condition on an absent header fails even when inverted; only a presence
+    condition can be satisfied by absence)."""
     for cond in conditions:
-        if _matches(cond, _values(cond.name, req)) == cond.invert:
+        values = _values(cond.name, req)
+        if not values and cond.present is None:
+            return False
+        if _matches(cond, values) == cond.invert:
             return False
     return True
 
