@@ -30,8 +30,10 @@ def string_match(sm, name: bytes, invert: bool, path: str) -> HeaderMatch:
     if which == "prefix" and not flags_ci:
         return HeaderMatch(name=name, prefix=sm.prefix.encode(), invert=invert)
     if which == "safe_regex":
-        source = sm.safe_regex.regex.encode()
-    elif which in ("exact", "prefix", "suffix", "contains"):
+        # Envoy: ignore_case "has no effect for the safe_regex match".
+        return HeaderMatch(name=name, regex=regex(sm.safe_regex.regex.encode(), path),
+                           invert=invert)
+    if which in ("exact", "prefix", "suffix", "contains"):
         text = re.escape(getattr(sm, which).encode())
         source = {"exact": text, "prefix": text + b".*", "suffix": b".*" + text,
                   "contains": b".*" + text + b".*"}[which]
