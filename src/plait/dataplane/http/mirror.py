@@ -31,7 +31,8 @@ def shadow_head(head: bytes) -> bytes:
     end = head.index(b"\r\n", start)
     host = head[start:end]
     name, colon, port = host.rpartition(b":")
-    if colon and port.isdigit() and not name.endswith(b"]"):
+    # A port follows a name without colons or a bracketed IPv6 literal (`[::1]:8080`).
+    if colon and port.isdigit() and (name.endswith(b"]") or b":" not in name):
         host = name + b"-shadow:" + port
     else:
         host = host + b"-shadow"
