@@ -192,3 +192,14 @@ def test_alarms_outlive_a_restart(control, api):
         [alarm] = found.json()["alarms"]
         assert alarm["delivery"]["state"] == "delivered" and alarm["service"] == "pricing"
         assert run_cli(again, "events").stderr.strip() == "no events"  # events: memory only
+
+
+def test_governance_routes_are_behind_authentication(tmp_path):
+    with start_control(tmp_path, secure=True) as cp:
+        event = [{"type": "degrade", "service": "pricing", "nodeId": "n", "time": 1.0}]
+        assert httpx.post(f"{cp.api_url}/api/v1/events", json=event).status_code == 401
+        assert httpx.get(f"{cp.api_url}/api/v1/alarms").status_code == 401
+        r = httpx.post(f"{cp.api_url}/api/v1/events", json=event, headers=cp.headers)
+        assert r.status_code == 200, r.text
+        listed = run_cli(cp, "events", "--type", "degrade")
+        assert listed.returncode == 0 and " pricing " in listed.stdout, listed.stderr
