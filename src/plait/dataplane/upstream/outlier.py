@@ -6,7 +6,9 @@ local-origin errors when they are not split out) reach the threshold in a row is
 base_ejection_time × (times ejected), at most max_ejection_time. At most
 max_ejection_percent of the hosts are out at once — but one host may always be ejected, as
 in current Envoy. A host that comes back with no new failures for a while has its ejection
-count decay. Ejections and returns are counted and reported as events.
+count decay: one less per `interval` spent back in rotation, reckoned when it is next
+ejected (so no timer runs for healthy hosts). Ejections and returns are counted and
+reported as events.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class OutlierDetector:
         self.on_event = on_event  # (kind, cluster name, host key) -> None
         self.ejections = 0
         self.returns = 0
+        self._returned_at: dict[str, float] = {}  # host key -> loop time of its last return
 
     def observe(self, host, status: int) -> None:
         """One try's outcome on `host`: its status, or 0 when there was no response."""
@@ -51,6 +54,11 @@ class OutlierDetector:
         ejected = sum(1 for h in hosts if h.ejected)
         if ejected and (ejected + 1) * 100.0 / len(hosts) > self.config.max_ejection_percent:
             return
+        loop = asyncio.get_running_loop()
+        returned = self._returned_at.pop(host.key, None)
+        if returned is not None and self.config.interval > 0:
+            healthy_intervals = int((loop.time() - returned) // self.config.interval)
+            host.times_ejected = max(0, host.times_ejected - healthy_intervals)
         host.ejected = True
         host.times_ejected += 1
         host.consecutive_5xx = host.consecutive_gateway = 0
@@ -58,7 +66,7 @@ class OutlierDetector:
         self.cluster.stats.outlier_ejections += 1
         seconds = min(self.config.base_ejection_time * host.times_ejected,
                       max(self.config.max_ejection_time, self.config.base_ejection_time))
-        asyncio.get_running_loop().call_later(seconds, self._return, host)
+        loop.call_later(seconds, self._return, host)
         self.cluster.rebuild_lb()
         if self.on_event is not None:
             self.on_event("ejection", self.cluster.name, host.key)
@@ -67,6 +75,7 @@ class OutlierDetector:
         if not host.ejected:
             return
         host.ejected = False
+        self._returned_at[host.key] = asyncio.get_running_loop().time()
         self.returns += 1
         self.cluster.stats.outlier_returns += 1
         self.cluster.rebuild_lb()
