@@ -251,9 +251,9 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
         out["prefix_rewrite"] = ra.prefix_rewrite
     if ra.HasField("regex_rewrite"):
         rr = ra.regex_rewrite
-        out["regex_rewrite"] = (regex(rr.pattern.regex.encode(),
-                                       f"{path}.route.regex_rewrite.pattern.regex"),
-                                rr.substitution.encode())
+        pattern = regex(rr.pattern.regex.encode(), f"{path}.route.regex_rewrite.pattern.regex")
+        out["regex_rewrite"] = (pattern, _rewrite_template(
+            rr.substitution, pattern.groups, f"{path}.route.regex_rewrite.substitution"))
     if ra.host_rewrite_literal:
         out["host_rewrite"] = ra.host_rewrite_literal
     policies = []
@@ -278,6 +278,32 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
         mirrors.append(Mirror(cluster=mp.cluster, fraction=fraction))
     out["mirrors"] = tuple(mirrors)
     return Route(**out)
+
+
+def _rewrite_template(substitution: str, groups: int, path: str) -> bytes:
+    """An RE2 rewrite string (`\\0` the whole match, `\\1`..`\\9` groups, `\\\\` a
+    backslash; any other backslash is an error) as a template for Python's re.sub, checked
+    here so that no request can meet a bad group reference."""
+    out = []
+    i = 0
+    while i < len(substitution):
+        ch = substitution[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = substitution[i + 1:i + 2]
+        if nxt and nxt in "0123456789":
+            if int(nxt) > groups:
+                raise ConfigError(path, f"\\{nxt} names a group the pattern lacks "
+                                  f"(it has {groups})")
+            out.append(f"\\g<{nxt}>")
+        elif nxt == "\\":
+            out.append("\\\\")
+        else:
+            raise ConfigError(path, "a backslash must be followed by a digit or a backslash")
+        i += 2
+    return "".join(out).encode()
 
 
 _DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}  # envoy.type.v3.FractionalPercent
