@@ -94,6 +94,7 @@ def _check_clusters(table: RouteTable | None, clusters: dict, path: str) -> None
     for vh in table.virtual_hosts:
         for route in vh.routes:
             names = [route.cluster] if route.cluster else [w.name for w in route.weighted_clusters]
+            names += [m.cluster for m in route.mirrors]
             for name in names:
                 if name not in clusters:
                     raise ConfigError(f"{path}.route_config", f"route {route.name!r} in "
