@@ -25,7 +25,6 @@ import math
 import os
 import signal
 import socket
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,17 +35,17 @@ from typing import Callable, TypeVar
 import httpx
 
 from plait.testing import procs
-from plait.testing.control import ControlPlane, run_cli, start_control
+from plait.testing.control import PLAIT, ControlPlane, run_cli, start_control
 from plait.testing.sidecar import READY as SIDECAR_READY
 from plait.testing.sidecar import Metrics, Sidecar, Upstream, start_upstream
 
-PLAIT = [sys.executable, "-m", "plait"]
 T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the kernel just called free (bound to port 0, then closed). Another process
-    can take it before it is used; sidecar start-up reports that as a failed bind."""
+    can take it before it is used; `App.start_sidecar` then fails, as the sidecar's ready
+    line lacks the listener it could not bind."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
