@@ -14,6 +14,7 @@ byte (tests/fuzz checks exactly that). No sockets, no clock, no asyncio here.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 
@@ -40,72 +41,56 @@ _SPECIAL = {
 DEFAULT_MAX_HEADER_BYTES = 60 * 1024  # Envoy's max_request_headers_kb default
 
 
-class Request:
+# Events are named tuples: built by C code, read through C getters, immutable. The request
+# path creates several per request, so this matters more than it looks.
+
+
+class Request(NamedTuple):
     """A request head. `headers` holds end-to-end headers with lower-case names."""
 
-    __slots__ = ("method", "target", "http10", "headers", "host", "keep_alive", "chunked",
-                 "content_length", "upgrade", "expect_continue")
-
-    def __init__(self, method: bytes, target: bytes, http10: bool, headers: list,
-                 host: bytes, keep_alive: bool, chunked: bool, content_length: int,
-                 upgrade: bytes | None, expect_continue: bool) -> None:
-        self.method = method
-        self.target = target
-        self.http10 = http10
-        self.headers = headers
-        self.host = host
-        self.keep_alive = keep_alive
-        self.chunked = chunked
-        self.content_length = content_length  # -1: none given
-        self.upgrade = upgrade
-        self.expect_continue = expect_continue
+    method: bytes
+    target: bytes
+    http10: bool
+    headers: list
+    host: bytes
+    keep_alive: bool
+    chunked: bool
+    content_length: int  # -1: none given
+    upgrade: bytes | None
+    expect_continue: bool
 
     @property
     def has_body(self) -> bool:
         return self.chunked or self.content_length > 0
 
 
-class Response:
+class Response(NamedTuple):
     """A response head; same conventions as `Request`."""
 
-    __slots__ = ("status", "reason", "headers", "keep_alive", "chunked", "content_length",
-                 "upgrade")
-
-    def __init__(self, status: int, reason: bytes, headers: list, keep_alive: bool,
-                 chunked: bool, content_length: int, upgrade: bool) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.chunked = chunked
-        self.content_length = content_length
-        self.upgrade = upgrade
+    status: int
+    reason: bytes
+    headers: list
+    keep_alive: bool
+    chunked: bool
+    content_length: int
+    upgrade: bool
 
 
-class Data:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+class Data(NamedTuple):
+    data: bytes
 
 
-class EndOfMessage:
-    __slots__ = ("trailers",)
-
-    def __init__(self, trailers: list | None = None) -> None:
-        self.trailers = trailers
+class EndOfMessage(NamedTuple):
+    trailers: list | None = None
 
 
 END_OF_MESSAGE = EndOfMessage(None)  # shared: the usual end, with no trailers
 
 
-class Upgraded:
+class Upgraded(NamedTuple):
     """The connection left HTTP (101 or CONNECT): what follows are tunnel bytes."""
 
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    data: bytes
 
 
 class _Codec:
@@ -121,6 +106,7 @@ class _Codec:
         self._head_bytes = 0
         self._ended = False  # a message ended during the current receive_data
         self._upgraded = False
+        self._count = False  # count header bytes one by one (a chunk over the limit)
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -154,16 +140,21 @@ class _Codec:
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._size += len(url)
+        if self._count:
+            self._size += len(url)
 
     def on_status(self, status: bytes) -> None:
         self._url += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # The hot path: one size check, one dict probe, one append for an ordinary header.
-        size = self._size = self._size + len(name) + len(value) + 4
-        if size > self._max:
-            raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
+        # The hot path: one dict probe and one append for an ordinary header. Sizes are
+        # counted only when a single chunk is larger than the limit: a head spread over
+        # several chunks is bounded by receive_data's count of bytes fed while in a head.
+        if self._count:
+            size = self._size = self._size + len(name) + len(value) + 4
+            if size > self._max:
+                raise ProtocolError("header section too large",
+                                    reason=Reason.HEADERS_TOO_LARGE)
         name = name.lower()
         kind = _SPECIAL.get(name)
         if kind is None:
@@ -213,8 +204,10 @@ class _Codec:
         if self._upgraded:
             return [Data(data)] if data else []
         was_in_head = self._in_head
+        size = len(data)
         if was_in_head:
-            self._head_bytes += len(data)
+            self._head_bytes += size
+        self._count = size > self._max
         self._ended = False
         try:
             self._parser.feed_data(data)
@@ -264,9 +257,6 @@ class _Codec:
     def _close_delimited(self) -> bool:
         return False
 
-    def _conn_has(self, token: bytes) -> bool:
-        return token in self._conn_tokens
-
 
 class _HeadDone(Exception):
     """Stops llhttp after a head with no body that llhttp cannot know of (HEAD)."""
@@ -294,7 +284,9 @@ class Http1ServerCodec(_Codec):
             raise ProtocolError("HTTP/1.1 request without Host")
         if method == b"CONNECT":
             raise ProtocolError("CONNECT is not supported")
-        upgrade = self._upgrade if self._conn_has(b"upgrade") else None
+        upgrade = self._upgrade
+        if upgrade is not None and b"upgrade" not in self._conn_tokens:
+            upgrade = None
         self._events.append(Request(
             method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
             self._chunked, self._length, upgrade, self._expect))
