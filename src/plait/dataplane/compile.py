@@ -210,14 +210,8 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
                   for k, q in enumerate(m.query_parameters))
     out = dict(name=r.name or path.rsplit(".", 1)[-1], path_kind=kind, path=value,
                headers=headers, query=query, case_sensitive=case_sensitive)
-    out["request_headers"] = _header_edit(
-        list(r.request_headers_to_add) + list(vhost.request_headers_to_add if vhost else ()),
-        list(r.request_headers_to_remove) + list(vhost.request_headers_to_remove if vhost else ()),
-        f"{path}.request_headers_to_add")
-    out["response_headers"] = _header_edit(
-        list(r.response_headers_to_add) + list(vhost.response_headers_to_add if vhost else ()),
-        list(r.response_headers_to_remove) + list(vhost.response_headers_to_remove if vhost else ()),
-        f"{path}.response_headers_to_add")
+    out["request_headers"] = _header_edit(r, vhost, path, "request")
+    out["response_headers"] = _header_edit(r, vhost, path, "response")
     out["per_filter"] = filters.compile_per_route(r.typed_per_filter_config,
                                                   path=f"{path}.typed_per_filter_config")
     action = r.WhichOneof("action")
@@ -330,20 +324,32 @@ def _redirect(rd, path: str) -> Redirect:
                     strip_query=rd.strip_query)
 
 
-def _header_edit(adds, removes, path: str) -> HeaderEdit | None:
+def _header_edit(r, vhost, path: str, kind: str) -> HeaderEdit | None:
+    """The route's `{kind}_headers_to_add` and `_remove` ("request" or "response"), then
+    its virtual host's, each entry checked under its own field path."""
+    sources = [(path, r)]
+    if vhost is not None:
+        sources.append((path.rsplit(".routes[", 1)[0], vhost))
+    adds = [(f"{p}.{kind}_headers_to_add[{k}]", opt) for p, m in sources
+            for k, opt in enumerate(getattr(m, f"{kind}_headers_to_add"))]
+    removes = [(f"{p}.{kind}_headers_to_remove[{k}]", name.lower()) for p, m in sources
+               for k, name in enumerate(getattr(m, f"{kind}_headers_to_remove"))]
     if not adds and not removes:
         return None
+    for fpath, name in removes:
+        if not name or name.startswith(":") or name == "host":
+            raise ConfigError(fpath, f"cannot remove {name!r}")  # as Envoy refuses
     out = []
-    for k, opt in enumerate(adds):
+    for fpath, opt in adds:
         name = opt.header.key.lower()
         if not name or name.startswith(":") or name == "host":
-            raise ConfigError(f"{path}[{k}].header.key", f"cannot set {name!r}")
+            raise ConfigError(f"{fpath}.header.key", f"cannot set {name!r}")
         if opt.HasField("append"):
             append = opt.append.value
         else:
             append = opt.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
         out.append((name.encode(), opt.header.value.encode(), append))
-    return HeaderEdit(add=tuple(out), remove=frozenset(n.lower().encode() for n in removes))
+    return HeaderEdit(add=tuple(out), remove=frozenset(n.encode() for _, n in removes))
 
 
 def _retry_policy(rp: route_pb2.RetryPolicy, path: str) -> RetryPolicy:
