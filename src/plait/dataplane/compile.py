@@ -324,6 +324,10 @@ def _redirect(rd, path: str) -> Redirect:
                     strip_query=rd.strip_query)
 
 
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
 def _header_edit(r, vhost, path: str, kind: str) -> HeaderEdit | None:
     """The route's `{kind}_headers_to_add` and `_remove` ("request" or "response"), then
     its virtual host's, each entry checked under its own field path."""
@@ -346,8 +350,11 @@ def _header_edit(r, vhost, path: str, kind: str) -> HeaderEdit | None:
             raise ConfigError(f"{fpath}.header.key", f"cannot set {name!r}")
         if opt.HasField("append"):
             append = opt.append.value
+        elif opt.append_action in (_APPEND, _OVERWRITE):
+            append = opt.append_action == _APPEND
         else:
-            append = opt.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+            raise ConfigError(f"{fpath}.append_action", "only APPEND_IF_EXISTS_OR_ADD and "
+                              "OVERWRITE_IF_EXISTS_OR_ADD are supported")
         out.append((name.encode(), opt.header.value.encode(), append))
     return HeaderEdit(add=tuple(out), remove=frozenset(n.encode() for _, n in removes))
 
