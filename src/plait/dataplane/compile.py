@@ -355,6 +355,8 @@ def _header_edit(r, vhost, path: str, kind: str) -> HeaderEdit | None:
         else:
             raise ConfigError(f"{fpath}.append_action", "only APPEND_IF_EXISTS_OR_ADD and "
                               "OVERWRITE_IF_EXISTS_OR_ADD are supported")
+        if not append:  # Envoy applies entries in order: an overwrite drops earlier adds
+            out = [e for e in out if e[0] != name.encode()]
         out.append((name.encode(), opt.header.value.encode(), append))
     return HeaderEdit(add=tuple(out), remove=frozenset(n.encode() for _, n in removes))
 
