@@ -30,6 +30,8 @@ class Bootstrap:
     message: bootstrap_pb2.Bootstrap
     ads_target: str = ""  # host:port of the control plane's ADS server, "" for static
     registration: InstanceSpec | None = None
+    app: str = ""  # node.metadata.app: who this sidecar speaks for
+    telemetry_interval: float = 5.0  # node.metadata.telemetry_interval, seconds
 
 
 def load_bootstrap(path: str) -> Bootstrap:
@@ -65,8 +67,16 @@ def parse_bootstrap(document) -> Bootstrap:
         version="static", listeners=sr.listeners,
         clusters=[c for c in sr.clusters if not (ads_target and c.name == XDS_CLUSTER)],
         node_id=message.node.id, admin=admin, root="static_resources", raw=document)
+    meta = json_format.MessageToDict(message.node.metadata)
+    app = meta.get("app", "")
+    if not isinstance(app, str):
+        raise ConfigError("node.metadata.app", "must be a string")
+    interval = meta.get("telemetry_interval", 5.0)
+    if not isinstance(interval, (int, float)) or not 0.1 <= interval <= 3600:
+        raise ConfigError("node.metadata.telemetry_interval", "must be 0.1..3600 seconds")
     return Bootstrap(snapshot=snapshot, message=message, ads_target=ads_target,
-                     registration=_registration(message))
+                     registration=_registration(message), app=app,
+                     telemetry_interval=float(interval))
 
 
 def _ads_target(message: bootstrap_pb2.Bootstrap) -> str:

@@ -24,8 +24,9 @@ from plait.core.errors import ConfigError
 from plait.dataplane import filters
 from plait.dataplane.matchers import header_match, query_match, regex
 from plait.dataplane.config import (
-    ClusterConfig, Direction, Endpoint, HashPolicy, HeaderEdit, HeaderMatch, LbPolicy,
-    ListenerConfig, Mirror, OutlierDetection, PathMatchKind, Redirect, RetryBudget, RetryPolicy,
+    ClusterConfig, Direction, Endpoint, HashPolicy, HeaderEdit, HeaderMatch, HealthCheck,
+    LbPolicy, ListenerConfig, Mirror, OutlierDetection, PathMatchKind, PoolLimits, Redirect,
+    RetryBudget, RetryPolicy,
     Route, RouteTable, Snapshot, VirtualHost, WeightedCluster,
 )
 from plait.xds.resources import duration
@@ -404,6 +405,8 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
     if c.common_lb_config.HasField("healthy_panic_threshold"):
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     for t in c.circuit_breakers.thresholds:
+        if t.priority == base_pb2.DEFAULT:
+            out["limits"] = _pool_limits(t)
         if t.HasField("retry_budget"):
             rb = t.retry_budget
             # Envoy's budget is a share of active requests; Plait's is a share of the
@@ -418,6 +421,10 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
                                 else default.min_per_second))
     if c.HasField("outlier_detection"):
         out["outlier"] = _outlier(c.outlier_detection)
+    if len(c.health_checks) > 1:
+        raise ConfigError(f"{path}.health_checks", "at most one health check is supported")
+    if c.health_checks:
+        out["health_check"] = _health_check(c.health_checks[0], f"{path}.health_checks[0]")
     if c.type == cluster_pb2.Cluster.EDS:
         name = c.eds_cluster_config.service_name or c.name
         out["eds_service_name"] = name
@@ -426,6 +433,53 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
     else:
         out["endpoints"] = compile_endpoints(c.load_assignment, f"{path}.load_assignment")
     return ClusterConfig(**out)
+
+
+def _pool_limits(t) -> PoolLimits:
+    """One `circuit_breakers.thresholds` entry; unset fields keep Envoy's defaults. Only
+    priority DEFAULT is used: Plait has no high-priority request class."""
+    d = PoolLimits()
+    return PoolLimits(**{name: getattr(t, name).value if t.HasField(name) else getattr(d, name)
+                         for name in ("max_connections", "max_pending_requests",
+                                      "max_requests", "max_retries")})
+
+
+def _health_check(hc, path: str) -> HealthCheck:
+    for name in ("interval", "timeout", "unhealthy_threshold", "healthy_threshold"):
+        if not hc.HasField(name):
+            raise ConfigError(f"{path}.{name}", "required")
+    interval, timeout = duration(hc.interval), duration(hc.timeout)
+    if interval <= 0:
+        raise ConfigError(f"{path}.interval", "must be above 0")
+    if timeout <= 0:
+        raise ConfigError(f"{path}.timeout", "must be above 0")
+    out = dict(interval=interval, timeout=timeout,
+               unhealthy_threshold=max(1, hc.unhealthy_threshold.value),
+               healthy_threshold=max(1, hc.healthy_threshold.value))
+    which = hc.WhichOneof("health_checker")
+    if which == "http_health_check":
+        http = hc.http_health_check
+        if not http.path.startswith("/"):
+            raise ConfigError(f"{path}.http_health_check.path", "required, starting with /")
+        out["http_path"] = http.path
+        out["http_host"] = http.host
+        if http.expected_statuses:
+            ranges = []
+            for k, r in enumerate(http.expected_statuses):
+                if not 100 <= r.start < r.end <= 600:
+                    raise ConfigError(f"{path}.http_health_check.expected_statuses[{k}]",
+                                      "needs 100 <= start < end <= 600")
+                ranges.append((r.start, r.end))
+            out["expected"] = tuple(ranges)
+    elif which == "tcp_health_check":
+        tcp = hc.tcp_health_check
+        if tcp.HasField("send") or tcp.receive:
+            raise ConfigError(f"{path}.tcp_health_check", "only a plain connect check is "
+                              "supported (no send or receive payloads)")
+    else:
+        raise ConfigError(f"{path}", f"unsupported health checker {which!r}; "
+                          "use http_health_check or tcp_health_check")
+    return HealthCheck(**out)
 
 
 def _outlier(od) -> OutlierDetection:

@@ -179,6 +179,8 @@ class ClusterConfig:
     retry_budget: "RetryBudget" = field(default_factory=lambda: RetryBudget())
     outlier: "OutlierDetection | None" = None
     healthy_panic_threshold: float = 50.0  # percent; Envoy's default
+    limits: "PoolLimits" = field(default_factory=lambda: PoolLimits())
+    health_check: "HealthCheck | None" = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,33 @@ class RetryBudget:
     ratio: float = 0.2
     min_per_second: float = 10.0
     window: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """Envoy's `circuit_breakers.thresholds` at priority DEFAULT, with Envoy's defaults:
+    connections open or opening, requests waiting for a connection, requests in flight,
+    and retries in flight, per cluster (per worker process)."""
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checking: Envoy's `health_checks[0]`. With `http_path` empty the
+    check is a TCP connect; otherwise an HTTP GET whose status must fall in one of the
+    `expected` half-open ranges [start, end)."""
+
+    interval: float
+    timeout: float
+    unhealthy_threshold: int
+    healthy_threshold: int
+    http_path: str = ""
+    http_host: str = ""  # the Host header; "" means the cluster's name, as in Envoy
+    expected: tuple[tuple[int, int], ...] = ((200, 400),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,11 @@ listener. Heartbeats go at a third of the TTL (as etcd keep-alives do); a lease 
 registry has forgotten (404, e.g. after a control-plane restart) is registered anew; a
 clean stop deregisters. Failures are counted and retried, never fatal: an unreachable
 control plane must not stop the data plane.
+
+The instance's health goes with every heartbeat (`{"healthy": bool}`), and a change
+(`set_healthy`, from the telemetry reporter when the local app keeps failing or recovers)
+is sent at once rather than at the next beat; the registry's push then drops an unhealthy
+instance from its callers' endpoints, or brings it back.
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ class Registration:
         self.registered = asyncio.Event()
         self.failures = 0
         self.last_error = ""
+        self.healthy = True
+        self._changed = asyncio.Event()
+
+    def set_healthy(self, healthy: bool) -> None:
+        """Report the local app healthy or not; sent with the next heartbeat, now."""
+        if healthy != self.healthy:
+            self.healthy = healthy
+            self._changed.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next heartbeat is due or the health changed."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        self._changed.clear()
 
     async def run(self) -> None:
         """Register, then heartbeat until cancelled; deregisters on the way out."""
@@ -45,7 +66,8 @@ class Registration:
                         await self._register()
                     else:
                         status, _ = await request_json(
-                            "PUT", f"{spec.registry}/api/v1/registry/leases/{self.lease_id}")
+                            "PUT", f"{spec.registry}/api/v1/registry/leases/{self.lease_id}",
+                            {"healthy": self.healthy})
                         if status == 404:
                             self.lease_id = ""
                             continue
@@ -56,7 +78,7 @@ class Registration:
                     self.last_error = str(exc)
                     await asyncio.sleep(min(1.0, spec.ttl / 3))
                     continue
-                await asyncio.sleep(spec.ttl / 3)
+                await self._pause(spec.ttl / 3)
         finally:
             await self._deregister()
 
@@ -65,7 +87,7 @@ class Registration:
         status, body = await request_json("POST", f"{spec.registry}/api/v1/registry/instances", {
             "service": spec.service, "address": spec.address, "port": spec.port,
             "protocol": spec.protocol, "labels": dict(spec.labels),
-            "instanceId": spec.instance_id, "ttl": spec.ttl})
+            "instanceId": spec.instance_id, "ttl": spec.ttl, "healthy": self.healthy})
         if status != 201 or "leaseId" not in body:
             raise ClientError(f"register answered {status}: {body}")
         self.lease_id = body["leaseId"]

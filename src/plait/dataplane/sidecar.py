@@ -18,6 +18,7 @@ when every worker serves its first config, and `GET /ready` on the admin port.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from plait.dataplane.compile import compile_snapshot
 from plait.dataplane.config import Snapshot
 from plait.dataplane.registration import Registration
 from plait.dataplane.stats import merge
+from plait.dataplane.telemetry import Reporter
 from plait.dataplane.views import clusters_view, config_dump
 from plait.dataplane.worker import Worker, bind_socket
 from plait.dataplane.workers import WorkerChannel, fork_workers, wait_workers
@@ -62,7 +64,9 @@ def run(options: SidecarOptions) -> int:
     except OSError as exc:
         print(f"plait sidecar: cannot listen: {exc}", file=sys.stderr)
         return 1
-    children = fork_workers(boot.snapshot, sockets, options, worker_main=_worker_main)
+    node = (boot.app, boot.snapshot.node_id)
+    children = fork_workers(boot.snapshot, sockets, options,
+                            worker_main=functools.partial(_worker_main, node=node))
     try:
         return uvloop.run(_main(boot, sockets[0], children, options))
     finally:
@@ -87,7 +91,8 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
                 options: SidecarOptions) -> int:
     loop = asyncio.get_running_loop()
     snapshot = boot.snapshot
-    worker = Worker(snapshot, access_log=options.access_log)
+    worker = Worker(snapshot, access_log=options.access_log,
+                    node=(boot.app, snapshot.node_id))
     await worker.start(sockets)
     for child in children:
         await child.open()
@@ -157,6 +162,20 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
     if boot.registration is not None:
         registration = Registration(boot.registration)
         tasks.add(loop.create_task(registration.run()))
+
+        async def gather_events() -> list[dict]:
+            drained = [worker.drain_events()]
+            for child in children:
+                got = await child.events()
+                if got is not None:
+                    drained.append(got)
+            return drained
+
+        reporter = Reporter(registry=boot.registration.registry, node_id=snapshot.node_id,
+                            app=boot.app, stats=stats, gather=gather_events,
+                            counters=worker.stats, set_healthy=registration.set_healthy,
+                            telemetry_interval=boot.telemetry_interval)
+        tasks.add(loop.create_task(reporter.run()))
     handlers.ready = True
     admin_addr = admin.sockets[0].getsockname()
     listeners = ",".join(f"{name}@{host}:{port}"
@@ -206,8 +225,9 @@ def _load_cache(path: str, static: Snapshot) -> Snapshot | None:
         return None
 
 
-async def _worker_main(snapshot: Snapshot, sockets: dict, channel, options) -> int:
+async def _worker_main(snapshot: Snapshot, sockets: dict, channel, options, *,
+                       node: tuple[str, str] = ("", "")) -> int:
     """Entry of a forked worker: serve, answer the main process, apply pushed configs."""
-    worker = Worker(snapshot, access_log=options.access_log)
+    worker = Worker(snapshot, access_log=options.access_log, node=node)
     await worker.start(sockets)
     return await channel.serve(worker, drain_timeout=options.drain_timeout)

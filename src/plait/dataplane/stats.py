@@ -29,7 +29,7 @@ class Histogram:
 
 class ListenerStats:
     __slots__ = ("name", "cx_total", "cx_active", "cx_overflow", "rq_total",
-                 "protocol_errors", "local_replies", "counters")
+                 "protocol_errors", "local_replies", "counters", "labelled")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -40,16 +40,24 @@ class ListenerStats:
         self.protocol_errors: dict[str, int] = {}  # reason -> count
         self.local_replies: dict[str, int] = {}  # reason -> count
         self.counters: dict[str, int] = {}  # filters' own counters, by metric name
+        # filters' counters with one label of their own: (metric, label, value) -> count
+        self.labelled: dict[tuple[str, str, str], int] = {}
 
     def count(self, metric: str, n: int = 1) -> None:
         self.counters[metric] = self.counters.get(metric, 0) + n
+
+    def count_by(self, metric: str, label: str, value: str, n: int = 1) -> None:
+        key = (metric, label, value)
+        self.labelled[key] = self.labelled.get(key, 0) + n
 
 
 class ClusterStats:
     __slots__ = ("name", "rq_by_code", "duration", "cx_total", "cx_connect_fail",
                  "cx_connect_timeout", "rq_retry", "rq_retry_success", "rq_timeout",
                  "rq_reset", "rq_active", "rq_retry_budget_exhausted", "rq_mirror",
-                 "rq_mirror_failed", "outlier_ejections", "outlier_returns", "lb_panic")
+                 "rq_mirror_failed", "outlier_ejections", "outlier_returns", "lb_panic",
+                 "cx_overflow", "rq_pending_overflow", "rq_pending_active", "rq_retry_overflow",
+                 "hc_attempt", "hc_success", "hc_failure", "hc_ejections", "hc_returns")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -69,6 +77,15 @@ class ClusterStats:
         self.outlier_ejections = 0
         self.outlier_returns = 0
         self.lb_panic = 0
+        self.cx_overflow = 0  # a connection was wanted at max_connections
+        self.rq_pending_overflow = 0  # refused: pending queue full, or max_requests
+        self.rq_pending_active = 0
+        self.rq_retry_overflow = 0  # a retry not made: max_retries in flight
+        self.hc_attempt = 0
+        self.hc_success = 0
+        self.hc_failure = 0
+        self.hc_ejections = 0  # hosts that failed unhealthy_threshold checks in a row
+        self.hc_returns = 0  # hosts that passed healthy_threshold checks again
 
 
 class Stats:
@@ -82,6 +99,10 @@ class Stats:
         self.config_updates = 0
         self.config_rejected = 0
         self.listener_bind_failures = 0
+        # governance events and telemetry sent to the control plane (main process only)
+        self.events_sent = 0
+        self.events_dropped = 0
+        self.reports_failed = 0
 
     def listener(self, name: str) -> ListenerStats:
         s = self.listeners.get(name)
@@ -112,6 +133,8 @@ class Stats:
                 counters.append(("local_reply_total", {**lab, "reason": reason}, n))
             for metric, n in ls.counters.items():
                 counters.append((metric, lab, n))
+            for (metric, label, value), n in ls.labelled.items():
+                counters.append((metric, {**lab, label: value}, n))
         for cs in self.clusters.values():
             lab = {"cluster": cs.name}
             for code, n in cs.rq_by_code.items():
@@ -129,8 +152,17 @@ class Stats:
                          ("upstream_rq_mirror_failed_total", lab, cs.rq_mirror_failed),
                          ("outlier_ejections_total", lab, cs.outlier_ejections),
                          ("outlier_returns_total", lab, cs.outlier_returns),
-                         ("lb_healthy_panic_total", lab, cs.lb_panic)]
+                         ("lb_healthy_panic_total", lab, cs.lb_panic),
+                         ("upstream_cx_overflow_total", lab, cs.cx_overflow),
+                         ("upstream_rq_pending_overflow_total", lab, cs.rq_pending_overflow),
+                         ("upstream_rq_retry_overflow_total", lab, cs.rq_retry_overflow),
+                         ("health_check_attempt_total", lab, cs.hc_attempt),
+                         ("health_check_success_total", lab, cs.hc_success),
+                         ("health_check_failure_total", lab, cs.hc_failure),
+                         ("health_check_ejections_total", lab, cs.hc_ejections),
+                         ("health_check_returns_total", lab, cs.hc_returns)]
             gauges.append(("upstream_rq_active", lab, cs.rq_active))
+            gauges.append(("upstream_rq_pending_active", lab, cs.rq_pending_active))
             hists.append(("upstream_rq_duration_seconds", lab, list(cs.duration.counts),
                           cs.duration.sum))
         for cluster, host, rq, cx_active in self.host_source():
@@ -139,7 +171,10 @@ class Stats:
             gauges.append(("upstream_host_cx_active", lab, cx_active))
         counters += [("config_update_total", {}, self.config_updates),
                      ("config_rejected_total", {}, self.config_rejected),
-                     ("listener_bind_failure_total", {}, self.listener_bind_failures)]
+                     ("listener_bind_failure_total", {}, self.listener_bind_failures),
+                     ("governance_events_sent_total", {}, self.events_sent),
+                     ("governance_events_dropped_total", {}, self.events_dropped),
+                     ("governance_reports_failed_total", {}, self.reports_failed)]
         return {"counters": counters, "gauges": gauges, "histograms": hists}
 
 

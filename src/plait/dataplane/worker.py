@@ -13,7 +13,8 @@ import sys
 import time
 
 from plait.dataplane.accesslog import AccessLog
-from plait.dataplane.config import Snapshot
+from plait.dataplane.config import Direction, Snapshot
+from plait.dataplane.events import EventBuffer
 from plait.dataplane.http.manager import HttpConnectionManager
 from plait.dataplane.stats import Stats
 from plait.dataplane.upstream.cluster import SWEEP_INTERVAL, ClusterManager
@@ -38,10 +39,14 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, snapshot: Snapshot, *, access_log: str | None) -> None:
+    def __init__(self, snapshot: Snapshot, *, access_log: str | None,
+                 node: tuple[str, str] = ("", "")) -> None:
         self.snapshot = snapshot
+        self.node = node  # (app, node id): caller identity on outbound listeners
         self.stats = Stats()
+        self.events = EventBuffer()
         self.clusters = ClusterManager(self.stats)
+        self.clusters.on_event = self.events.cluster_event
         self.stats.host_source = self.clusters.host_series
         self.access_log = AccessLog(access_log) if access_log else None
         self.managers: dict[str, HttpConnectionManager] = {}
@@ -75,7 +80,8 @@ class Worker:
                     sock = bind_socket(cfg.host, cfg.port, reuse_port=True)
                 mgr = HttpConnectionManager(
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
-                    access_log=self.access_log, loop=self.loop)
+                    access_log=self.access_log, loop=self.loop, events=self.events,
+                    node=self.node)
                 mgr.server = await self.loop.create_server(mgr.protocol, sock=sock,
                                                            backlog=1024)
             except OSError as exc:
@@ -98,6 +104,28 @@ class Worker:
     def listener_addresses(self) -> dict[str, tuple[str, int]]:
         return {name: mgr.server.sockets[0].getsockname()[:2]
                 for name, mgr in self.managers.items() if mgr.server is not None}
+
+    def drain_events(self) -> dict:
+        """The governance events held since the last call, and whether the local app
+        looks unhealthy (for the registry): {"events", "dropped", "inbound_unhealthy"}."""
+        return {**self.events.drain(), "inbound_unhealthy": self.inbound_unhealthy()}
+
+    def inbound_unhealthy(self) -> bool:
+        """True when every endpoint of a cluster that serves an INBOUND listener (the
+        local app) is ejected or failing its health checks."""
+        names = {n for n in self.clusters.clusters if n.startswith("inbound|")}
+        for cfg in self.snapshot.listeners:
+            if cfg.direction is Direction.INBOUND and cfg.route_table is not None:
+                for vh in cfg.route_table.virtual_hosts:
+                    for route in vh.routes:
+                        names.add(route.cluster)
+                        names.update(w.name for w in route.weighted_clusters)
+        for name in names:
+            cluster = self.clusters.get(name)
+            if cluster is not None and cluster.hosts and all(
+                    h.ejected or h.hc_failed for h in cluster.hosts):
+                return True
+        return False
 
     async def sweep_forever(self) -> None:
         while True:

@@ -2,8 +2,9 @@
 
 The main process forks N-1 workers after binding the static listeners and before starting
 anything threaded (gRPC). Over a socketpair, a worker says `ready` once serving, answers
-`stats` with a JSON snapshot of its counters, applies `config` (a pickled, already compiled
-snapshot: the main process compiles once for all), and obeys `drain` and `quit`. A worker
+`stats` with a JSON snapshot of its counters and `events` with the governance events it
+held since last asked (`Worker.drain_events`), applies `config` (a pickled, already
+compiled snapshot: the main process compiles once for all), and obeys `drain` and `quit`. A worker
 whose main process dies exits too: PR_SET_PDEATHSIG, and EOF on the channel.
 """
 
@@ -45,6 +46,16 @@ class WorkerChannel:
         try:
             async with self.lock:
                 self.writer.write(b"stats\n")
+                line = await asyncio.wait_for(self.reader.readline(), CHANNEL_TIMEOUT)
+            return json.loads(line)
+        except (asyncio.TimeoutError, ValueError, ConnectionError):
+            return None
+
+    async def events(self) -> dict | None:
+        """The worker's governance events since last asked, or None if it cannot answer."""
+        try:
+            async with self.lock:
+                self.writer.write(b"events\n")
                 line = await asyncio.wait_for(self.reader.readline(), CHANNEL_TIMEOUT)
             return json.loads(line)
         except (asyncio.TimeoutError, ValueError, ConnectionError):
@@ -99,6 +110,8 @@ class _WorkerSide:
                 command = words[0] if words else b""
                 if command == b"stats":
                     writer.write(json.dumps(worker.stats.snapshot()).encode() + b"\n")
+                elif command == b"events":
+                    writer.write(json.dumps(worker.drain_events()).encode() + b"\n")
                 elif command == b"config":
                     blob = await reader.readexactly(int(words[1]))
                     await worker.apply(pickle.loads(blob))

@@ -9,6 +9,10 @@ config for that route. The router is the terminal filter, built into the request
 A filter is a small object made once per listener config with one method,
 `on_request(exchange) -> bool`: CONTINUE (True) passes the request on; STOP (False) means
 the filter answered (`exchange.local_reply`) or will call `exchange.resume()` later.
+Two optional methods: `on_complete(exchange)`, called when the exchange finishes (its
+`code` is the status sent, 0 for none), for filters that learn from outcomes; and
+`adopt(previous)`, called on a new filter with the one of the same name it replaces after
+a config push, to carry state (breakers, token buckets) over.
 Each filter lives in its own module here and is added to `REGISTRY` by hand: importing a
 module never registers anything, and a duplicate name is an error.
 """
@@ -21,7 +25,7 @@ from typing import Any, Callable
 from google.protobuf.message import Message
 
 from plait.core.errors import ConfigError
-from plait.dataplane.filters import fault
+from plait.dataplane.filters import circuit_breaker, fault, rate_limit
 
 CONTINUE = True
 STOP = False
@@ -48,6 +52,10 @@ def _registry(*factories: FilterFactory) -> dict[str, FilterFactory]:
 REGISTRY = _registry(
     FilterFactory(ROUTER, None, None, None),
     FilterFactory(fault.NAME, fault.HTTPFault, fault.compile_config, fault.FaultFilter),
+    FilterFactory(rate_limit.NAME, rate_limit.TypedStruct, rate_limit.compile_config,
+                  rate_limit.RateLimitFilter),
+    FilterFactory(circuit_breaker.NAME, circuit_breaker.TypedStruct,
+                  circuit_breaker.compile_config, circuit_breaker.CircuitBreakerFilter),
 )
 
 
@@ -92,6 +100,22 @@ def compile_per_route(per_filter, *, path: str) -> dict:
     return out
 
 
-def build_chain(compiled: tuple[tuple[str, Any], ...]) -> tuple:
-    """The filter objects of a compiled chain, router excluded."""
-    return tuple(REGISTRY[name].create(config) for name, config in compiled if name != ROUTER)
+def build_chain(compiled: tuple[tuple[str, Any], ...], previous: tuple = ()) -> tuple:
+    """The filter objects of a compiled chain, router excluded. Each new filter that can
+    `adopt` takes over the state of the filter of the same kind in `previous`."""
+    old = {type(f): f for f in previous}
+    out = []
+    for name, config in compiled:
+        if name == ROUTER:
+            continue
+        f = REGISTRY[name].create(config)
+        before = old.get(type(f))
+        if before is not None and hasattr(f, "adopt"):
+            f.adopt(before)
+        out.append(f)
+    return tuple(out)
+
+
+def completions(chain: tuple) -> tuple:
+    """The filters of a chain that want `on_complete`."""
+    return tuple(f for f in chain if hasattr(f, "on_complete"))

@@ -24,8 +24,10 @@ from plait.codec.http1 import (
 )
 from plait.core.errors import Reason
 from plait.dataplane.http import mirror
+from plait.dataplane.http.caller import NAMES as CALLER_NAMES
 from plait.dataplane.http.local_reply import direct_response, local_response
 from plait.dataplane.router import headers_match
+from plait.dataplane.upstream.pool_limits import OVERFLOW
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
@@ -56,6 +58,7 @@ class Exchange:
         "try_timer", "retry_handle", "reused", "finished", "upgraded", "t_start",
         "t_request_end", "t_connect", "t_connected", "t_first_byte", "bytes_sent",
         "upstream_keep_alive", "upstream_key", "compiled", "filter_index", "mirrors",
+        "retry_held", "filter_state",
     )
 
     def __init__(self, down, request) -> None:
@@ -96,6 +99,8 @@ class Exchange:
         self.compiled = None
         self.filter_index = 0
         self.mirrors = ()
+        self.retry_held = False  # a retry of this request counts against max_retries
+        self.filter_state = None  # {filter name: what it needs at on_complete}
 
     # -- request side -------------------------------------------------------------------
 
@@ -140,6 +145,9 @@ class Exchange:
             return self.local_reply(Reason.NO_CLUSTER)
         cluster.stats.rq_active += 1
         cluster.budget.requests += 1
+        if cluster.stats.rq_active > cluster.max_requests:  # Envoy's max_requests breaker
+            cluster.stats.rq_pending_overflow += 1
+            return self.local_reply(Reason.OVERFLOW)
         target = req.target
         if route.prefix_rewrite is not None:
             target = route.prefix_rewrite.encode() + target[len(route.path):]
@@ -151,6 +159,10 @@ class Exchange:
             headers.append((b"host", route.host_rewrite.encode()))
         elif not req.host:
             headers = headers + [(b"host", cluster.name.encode())]
+        caller = mgr.caller_headers
+        if caller:  # outbound: say who calls, whatever the app claimed
+            headers = [h for h in headers if h[0] not in CALLER_NAMES]
+            headers.extend(caller)
         if route.request_headers is not None:
             headers = route.request_headers.apply(headers)
         framing = _CHUNKED if req.chunked else b""
@@ -243,7 +255,8 @@ class Exchange:
             if self.mgr.access_log is not None:
                 self.t_connect = time.monotonic()
             n = self.attempts
-            self.cluster.connect(host, lambda conn, exc: self.on_connected(conn, exc, n))
+            self.cluster.connect(host, lambda conn, exc: self.on_connected(conn, exc, n),
+                                 alive=lambda: not self.finished and self.attempts == n)
 
     def on_connected(self, conn, exc, attempt: int) -> None:
         if self.finished or attempt != self.attempts or self.upstream is not None:
@@ -251,6 +264,9 @@ class Exchange:
                 conn.host.release(conn)
             return
         if exc is not None:
+            if exc is OVERFLOW:  # the pending queue is full: no retry (as in Envoy)
+                self._end_attempt()
+                return self.fail(Reason.OVERFLOW)
             return self.attempt_failed(Reason.UPSTREAM_CONNECT_FAILURE, "connect-failure")
         if self.mgr.access_log is not None:
             self.t_connected = time.monotonic()
@@ -304,6 +320,8 @@ class Exchange:
             self.host = None
 
     def _can_retry(self, condition: str | None, status: int = 0) -> bool:
+        if self.retry_held:  # the last retry is resolved: its max_retries slot is free
+            self._release_retry()
         policy = self.route.retry if self.route else None
         if policy is None or self.retries >= policy.num_retries or not self.retriable:
             return False
@@ -317,8 +335,18 @@ class Exchange:
                       or ("gateway-error" in on and status in _GATEWAY)
                       or ("retriable-status-codes" in on
                           and status in policy.retriable_status_codes))
+        if not wanted:
+            return False
+        pool = self.cluster.pool
+        if pool.retries >= pool.limits.max_retries:
+            self.cluster.stats.rq_retry_overflow += 1
+            return False
         # The budget is asked last, so only retries that would really happen spend it.
-        return wanted and self.cluster.budget.allow()
+        return self.cluster.budget.allow()
+
+    def _release_retry(self) -> None:
+        self.retry_held = False
+        self.cluster.pool.retries -= 1
 
     def attempt_failed(self, reason: Reason, condition: str | None) -> None:
         if self.cluster is not None:
@@ -333,6 +361,8 @@ class Exchange:
         policy = self.route.retry
         self.retries += 1
         self.cluster.stats.rq_retry += 1
+        self.cluster.pool.retries += 1
+        self.retry_held = True
         # Envoy's fully jittered exponential back-off: uniform in [0, base * (2^n - 1)].
         ceiling = min(policy.base_interval * ((1 << self.retries) - 1), policy.max_interval)
         self.retry_handle = self.mgr.loop.call_later(random.random() * ceiling, self._retry)
@@ -583,5 +613,11 @@ class Exchange:
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
-        self.mgr.record(self)
+        if self.retry_held:
+            self._release_retry()
+        mgr = self.mgr
+        mgr.record(self)
+        if mgr.completions:  # filters that account for outcomes (circuit breakers)
+            for f in mgr.completions:
+                f.on_complete(self)
         self.down.on_exchange_done(self)

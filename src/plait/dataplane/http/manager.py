@@ -14,16 +14,21 @@ import time
 from plait.core.errors import Reason
 from plait.dataplane import filters
 from plait.dataplane.config import ListenerConfig
+from plait.dataplane.http.caller import caller_headers
 from plait.dataplane.http.downstream import DownstreamConnection
 from plait.dataplane.router import Router
 
 
 class HttpConnectionManager:
     def __init__(self, config: ListenerConfig, *, clusters, stats, access_log,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, events=None, node=("", "")) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
         self.filters = filters.build_chain(config.http_filters)
+        self.completions = filters.completions(self.filters)
+        self.events = events  # the worker's governance EventBuffer, or None
+        self.node = node  # (app, node id) of this sidecar
+        self.caller_headers = caller_headers(config.direction, *node)
         self.clusters = clusters
         self.stats = stats
         self.access_log = access_log
@@ -37,7 +42,9 @@ class HttpConnectionManager:
     def update(self, config: ListenerConfig) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
-        self.filters = filters.build_chain(config.http_filters)
+        self.filters = filters.build_chain(config.http_filters, self.filters)
+        self.completions = filters.completions(self.filters)
+        self.caller_headers = caller_headers(config.direction, *self.node)
 
     def protocol(self) -> DownstreamConnection:
         self._empty.clear()

@@ -13,7 +13,9 @@ from plait.dataplane.config import ClusterConfig
 from plait.dataplane.stats import ClusterStats, Stats
 from plait.dataplane.upstream import lb
 from plait.dataplane.upstream.connection import Host, UpstreamConnection
+from plait.dataplane.upstream.health_check import HealthChecker
 from plait.dataplane.upstream.outlier import OutlierDetector
+from plait.dataplane.upstream.pool_limits import OVERFLOW, ConnectionLimiter
 from plait.dataplane.upstream.retry_budget import RetryBudgetState
 
 # Seconds between a worker's sweeps: the granularity of the header deadline, idle timeouts
@@ -23,7 +25,7 @@ SWEEP_INTERVAL = 0.5
 
 class Cluster:
     __slots__ = ("config", "name", "hosts", "lb", "stats", "connect_timeout", "budget",
-                 "outlier")
+                 "outlier", "pool", "max_requests", "health")
 
     def __init__(self, config: ClusterConfig, hosts: list[Host], stats: ClusterStats, *,
                  on_event=None) -> None:
@@ -35,6 +37,9 @@ class Cluster:
         self.budget = RetryBudgetState(config.retry_budget, SWEEP_INTERVAL, stats)
         self.outlier = (OutlierDetector(config.outlier, self, on_event=on_event)
                         if config.outlier is not None else None)
+        self.pool = ConnectionLimiter(config.limits, stats, self)
+        self.max_requests = config.limits.max_requests
+        self.health: HealthChecker | None = None
         self.rebuild_lb()
 
     def rebuild_lb(self) -> None:
@@ -47,18 +52,32 @@ class Cluster:
     def _panic(self) -> None:
         self.stats.lb_panic += 1
 
-    def connect(self, host: Host, on_done) -> None:
+    def connect(self, host: Host, on_done, *, alive=None) -> None:
         """Open a connection to `host`; later call `on_done(conn, None)` or
-        `on_done(None, exc)` (asyncio.TimeoutError when connect_timeout passed)."""
+        `on_done(None, exc)` (asyncio.TimeoutError when connect_timeout passed).
+
+        At max_connections the request waits for a slot while `alive()` says it still
+        wants one (without `alive` it does not wait); when the pending queue is full too,
+        `on_done(None, pool_limits.OVERFLOW)` is called at once."""
+        pool = self.pool
+        if not pool.try_open():
+            self.stats.cx_overflow += 1
+            if alive is None or not pool.wait(host, on_done, alive):
+                self.stats.rq_pending_overflow += 1
+                on_done(None, OVERFLOW)
+            return
         loop = asyncio.get_running_loop()
         ep = host.endpoint
         self.stats.cx_total += 1
-        task = loop.create_task(
-            loop.create_connection(lambda: UpstreamConnection(host), ep.host, ep.port))
+        proto = UpstreamConnection(host, pool)
+        task = loop.create_task(loop.create_connection(lambda: proto, ep.host, ep.port))
         timer = loop.call_later(self.connect_timeout, task.cancel)
 
         def done(t: asyncio.Task) -> None:
             timer.cancel()
+            if (t.cancelled() or t.exception() is not None) and proto.transport is None:
+                proto.pool = None  # never connected: no connection_lost will free the slot
+                pool.on_closed()
             if t.cancelled():
                 self.stats.cx_connect_timeout += 1
                 self.stats.cx_connect_fail += 1
@@ -105,15 +124,46 @@ class ClusterManager:
                 cluster.outlier = old.outlier
                 cluster.outlier.config = cfg.outlier
                 cluster.outlier.cluster = cluster
+            if old is not None:  # live connection counts and waiters carry over
+                cluster.pool = old.pool
+                cluster.pool.limits = cfg.limits
+                cluster.pool.cluster = cluster
+            for h in hosts:
+                h.pool = cluster.pool
+            self._health(cluster, old)
             clusters[name] = cluster
+        for name, old in self.clusters.items():
+            if name not in clusters and old.health is not None:
+                old.health.stop()
         for h in old_hosts.values():
             h.close_all()  # busy connections finish their exchange, then close on release
         self.clusters = clusters
+
+    def _health(self, cluster: Cluster, old: Cluster | None) -> None:
+        """Keep the health checker (and its rhythm) while its config is unchanged; start,
+        restart or stop it otherwise. Hosts keep their health state either way."""
+        cfg = cluster.config.health_check
+        checker = old.health if old is not None else None
+        if checker is not None and checker.config != cfg:
+            checker.stop()
+            checker = None
+        if cfg is None:
+            if any(h.hc_failed for h in cluster.hosts):
+                for h in cluster.hosts:
+                    h.hc_failed = False
+                cluster.rebuild_lb()
+            return
+        if checker is None:
+            checker = HealthChecker(cfg, cluster, on_event=self.on_event)
+            checker.start()
+        checker.cluster = cluster
+        cluster.health = checker
 
     def sweep(self, now: float) -> None:
         """Close pooled connections idle for longer than their cluster's idle timeout."""
         for c in self.clusters.values():
             c.budget.rotate()
+            c.pool.sweep()
             timeout = c.config.idle_timeout
             for h in c.hosts:
                 if h.idle:
@@ -125,5 +175,7 @@ class ClusterManager:
 
     def close(self) -> None:
         for c in self.clusters.values():
+            if c.health is not None:
+                c.health.stop()
             for h in c.hosts:
                 h.close_all()

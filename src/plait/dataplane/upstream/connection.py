@@ -16,10 +16,11 @@ from plait.core.errors import ProtocolError
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("host", "transport", "codec", "exchange", "requests", "idle_since",
-                 "closed", "reusable", "received")
+                 "closed", "reusable", "received", "pool")
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Host", pool=None) -> None:
         self.host = host
+        self.pool = pool  # the ConnectionLimiter whose slot this connection holds
         self.transport = None
         self.codec = Http1ClientCodec()
         self.exchange = None
@@ -54,6 +55,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.host.cx_active -= 1
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            pool.on_closed()
         exchange = self.exchange
         if exchange is not None:
             try:
@@ -84,7 +89,8 @@ class Host:
     """One endpoint of a cluster with its live state: pool, active requests, counters."""
 
     __slots__ = ("endpoint", "key", "idle", "active", "cx_active", "rq_total", "max_requests",
-                 "retired", "ejected", "times_ejected", "consecutive_5xx", "consecutive_gateway")
+                 "retired", "ejected", "times_ejected", "consecutive_5xx", "consecutive_gateway",
+                 "hc_failed", "hc_failures", "hc_successes", "pool")
 
     def __init__(self, endpoint, *, max_requests: int = 0) -> None:
         self.endpoint = endpoint
@@ -99,6 +105,10 @@ class Host:
         self.times_ejected = 0
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
+        self.hc_failed = False  # by active health checking
+        self.hc_failures = 0  # consecutive failed checks
+        self.hc_successes = 0  # consecutive passed checks while failed
+        self.pool = None  # the cluster's ConnectionLimiter, set by the cluster manager
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -118,6 +128,9 @@ class Host:
             return
         conn.idle_since = 0.0  # stamped by the next sweep that sees it idle
         self.idle.append(conn)
+        pool = self.pool
+        if pool is not None and pool.pending:
+            pool.on_idle(self)
 
     def discard(self, conn: UpstreamConnection) -> None:
         try:

@@ -159,16 +159,17 @@ class _ByPriority:
 
 def build_for_health(policy: LbPolicy, hosts: list, *, ring_size: int = 1024,
                      panic_threshold: float = 50.0, on_panic=None):
-    """A balancer that honours locality priorities and outlier ejections, Envoy-style:
+    """A balancer that honours locality priorities and unhealthy hosts (ejected by outlier
+    detection or failing active health checks), Envoy-style:
     each priority gets the load its healthy share can carry (x1.4 overprovisioning), the
     rest spills to the next; below `panic_threshold` percent of normalized health the
     cluster panics and balances over every host. With one priority and nobody ejected this
     is simply `build`."""
     priorities = sorted({h.endpoint.priority for h in hosts})
-    if len(priorities) <= 1 and not any(h.ejected for h in hosts):
+    if len(priorities) <= 1 and not any(h.ejected or h.hc_failed for h in hosts):
         return build(policy, hosts, ring_size=ring_size)
     groups = [[h for h in hosts if h.endpoint.priority == p] for p in priorities]
-    healthy = [[h for h in g if not h.ejected] for g in groups]
+    healthy = [[h for h in g if not (h.ejected or h.hc_failed)] for g in groups]
     health = [min(1.0, OVERPROVISIONING * len(ok) / len(g)) for ok, g in zip(healthy, groups)]
     if min(1.0, sum(health)) * 100.0 < panic_threshold:
         if on_panic is not None:

@@ -1,0 +1,311 @@
+"""Sentinel-style circuit breakers (`plait.filters.http.circuit_breaker`).
+
+Each breaker watches the requests its `match` covers over a sliding window of
+`statWindowMs` (ten buckets). Once at least `minRequests` completed in the window and
+the `strategy`'s measure exceeds `threshold` (Sentinel's rule: strictly above; a ratio
+threshold of 1 opens when every request failed or was slow), the breaker opens:
+
+    CLOSED --threshold exceeded--> OPEN --openDurationMs passed--> HALF_OPEN
+    HALF_OPEN --halfOpenRequests probes all succeed--> CLOSED
+    HALF_OPEN --a probe fails--> OPEN
+
+- errorRatio: share of requests answered 5xx or not answered at all;
+- errorCount: number of such requests;
+- slowRequestRatio: share of requests slower than `slowRequestThresholdMs` (a probe
+  fails by being slow).
+
+While open (and for requests beyond the probes while half-open) requests are answered at
+once: with the breaker's `fallback` (a Degrade: its status, headers and body, plus
+`x-plait-error: circuit_open`), else 503 `circuit_open`. Outcomes reach the breaker
+through `on_complete`, called by the exchange when it finishes. Config arrives as an
+`xds.type.v3.TypedStruct` (TYPE_URL) on the listener and per route. Breaker state is per
+worker process and survives config pushes: breakers with the same name, strategy and
+window share their state, across routes and across pushes.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+from plait.core.errors import ConfigError, Reason
+from plait.dataplane.filters.typed_struct import (
+    Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
+)
+
+NAME = "plait.filters.http.circuit_breaker"
+TYPE_URL = "type.plait.io/plait.filters.http.circuit_breaker.v1.CircuitBreaker"
+BUCKETS = 10  # per statistics window, as Sentinel's LeapArray slices it
+MAX_BREAKERS = 10_000  # breaker states a filter keeps (oldest forgotten first)
+
+
+class Strategy(enum.Enum):
+    SLOW_REQUEST_RATIO = "slowRequestRatio"
+    ERROR_RATIO = "errorRatio"
+    ERROR_COUNT = "errorCount"
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    name: str
+    strategy: Strategy
+    threshold: float
+    open_duration: float  # seconds
+    match: RequestMatch = RequestMatch()
+    slow_threshold: float = 0.0  # seconds; slowRequestRatio only
+    min_requests: int = 5  # Sentinel's default
+    window: float = 1.0  # seconds; Sentinel's default statIntervalMs
+    half_open_requests: int = 1
+    fallback: Fallback | None = None
+    service: str = ""  # the protected service, for events ("" = this sidecar's app)
+    state_key: str = ""  # breakers with equal keys share one state
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    breakers: tuple[BreakerConfig, ...]
+
+
+def compile_config(msg: TypedStruct, path: str) -> CircuitBreakerConfig:
+    top = Fields(unpack(msg, TYPE_URL, path), f"{path}.value")
+    breakers, names = [], set()
+    for b in top.objects("breakers"):
+        name = b.string("name")
+        if not name or name in names:
+            raise ConfigError(b.at("name"), f"must be unique and non-empty, got {name!r}")
+        names.add(name)
+        try:
+            strategy = Strategy(b.string("strategy"))
+        except ValueError:
+            raise ConfigError(b.at("strategy"), "expected one of "
+                              + ", ".join(s.value for s in Strategy)) from None
+        if strategy is Strategy.ERROR_COUNT:
+            threshold = b.integer("threshold", lo=0, hi=10**9)
+        else:
+            threshold = b.number("threshold", lo=0.0, hi=1.0)
+        slow = 0.0
+        if strategy is Strategy.SLOW_REQUEST_RATIO:
+            slow = b.number("slowRequestThresholdMs", lo=1, hi=3.6e6) / 1000.0
+        elif b.has("slowRequestThresholdMs"):
+            raise ConfigError(b.at("slowRequestThresholdMs"), "only for slowRequestRatio")
+        window = b.integer("statWindowMs", 1000, lo=BUCKETS, hi=3_600_000) / 1000.0
+        breakers.append(BreakerConfig(
+            name=name, strategy=strategy, threshold=threshold, slow_threshold=slow,
+            match=request_match(b.obj("match")),
+            min_requests=b.integer("minRequests", 5, lo=1, hi=1_000_000),
+            window=window,
+            open_duration=b.integer("openDurationMs", lo=1, hi=86_400_000) / 1000.0,
+            half_open_requests=b.integer("halfOpenRequests", 1, lo=1, hi=1000),
+            fallback=fallback(b.obj("fallback"), Reason.CIRCUIT_OPEN),
+            service=b.string("service", ""),
+            state_key=f"{name}\0{strategy.value}\0{window}"))
+        b.done()
+    top.done()
+    if not breakers:
+        raise ConfigError(f"{path}.value.breakers", "at least one breaker is required")
+    return CircuitBreakerConfig(tuple(breakers))
+
+
+class Window:
+    """Counts of the last `seconds`, in BUCKETS slices: (requests, errors, slow)."""
+
+    __slots__ = ("width", "epochs", "totals", "errors", "slow")
+
+    def __init__(self, seconds: float) -> None:
+        self.width = seconds / BUCKETS
+        self.reset()
+
+    def reset(self) -> None:
+        self.epochs = [-1] * BUCKETS
+        self.totals = [0] * BUCKETS
+        self.errors = [0] * BUCKETS
+        self.slow = [0] * BUCKETS
+
+    def add(self, now: float, error: bool, slow: bool) -> tuple[int, int, int]:
+        """Count one outcome at `now`; return the window's sums."""
+        epoch = int(now / self.width)
+        i = epoch % BUCKETS
+        if self.epochs[i] != epoch:
+            self.epochs[i] = epoch
+            self.totals[i] = self.errors[i] = self.slow[i] = 0
+        self.totals[i] += 1
+        self.errors[i] += error
+        self.slow[i] += slow
+        oldest = epoch - BUCKETS + 1
+        total = errors = slows = 0
+        for k in range(BUCKETS):
+            if self.epochs[k] >= oldest:
+                total += self.totals[k]
+                errors += self.errors[k]
+                slows += self.slow[k]
+        return total, errors, slows
+
+
+REFUSE, PASS, PROBE = 0, 1, 2
+
+
+class Breaker:
+    """One breaker's state machine. The config comes with each call (it may change with
+    a push while the state carries on); time comes in as numbers or a clock callable."""
+
+    __slots__ = ("state", "open_until", "gen", "probes", "passed", "window")
+
+    def __init__(self, cfg: BreakerConfig) -> None:
+        self.state = State.CLOSED
+        self.open_until = 0.0
+        self.gen = 0  # bumped at every transition: late outcomes of an older state are ignored
+        self.probes = 0  # admitted in this half-open period
+        self.passed = 0  # of them, succeeded
+        self.window = Window(cfg.window)
+
+    def admit(self, cfg: BreakerConfig, clock) -> int:
+        """REFUSE, PASS, or PROBE (a half-open trial). Reads the clock only when open."""
+        state = self.state
+        if state is State.CLOSED:
+            return PASS
+        if state is State.OPEN:
+            if clock() < self.open_until:
+                return REFUSE
+            self._enter(State.HALF_OPEN)
+        if self.probes < cfg.half_open_requests:
+            self.probes += 1
+            return PROBE
+        return REFUSE
+
+    def unadmit(self, gen: int) -> None:
+        """A probe admitted here was refused by another breaker: give its place back."""
+        if self.state is State.HALF_OPEN and gen == self.gen:
+            self.probes -= 1
+
+    def complete(self, cfg: BreakerConfig, now: float, failed: bool, slow: bool,
+                 probe: bool, gen: int) -> State | None:
+        """Account for a request admitted at generation `gen`; the new state if it
+        changed, else None."""
+        if gen != self.gen:
+            return None
+        if probe:
+            if self.state is not State.HALF_OPEN:
+                return None
+            if slow if cfg.strategy is Strategy.SLOW_REQUEST_RATIO else failed:
+                return self._open(cfg, now)
+            self.passed += 1
+            if self.passed >= cfg.half_open_requests:
+                self._enter(State.CLOSED)
+                self.window.reset()
+                return State.CLOSED
+            return None
+        if self.state is not State.CLOSED:
+            return None
+        total, errors, slows = self.window.add(now, failed, slow)
+        if total < cfg.min_requests:
+            return None
+        if cfg.strategy is Strategy.ERROR_COUNT:
+            exceeded = errors > cfg.threshold
+        else:
+            ratio = (slows if cfg.strategy is Strategy.SLOW_REQUEST_RATIO else errors) / total
+            exceeded = ratio > cfg.threshold or (cfg.threshold >= 1.0 and ratio >= 1.0)
+        return self._open(cfg, now) if exceeded else None
+
+    def _open(self, cfg: BreakerConfig, now: float) -> State:
+        self._enter(State.OPEN)
+        self.open_until = now + cfg.open_duration
+        return State.OPEN
+
+    def _enter(self, state: State) -> None:
+        self.state = state
+        self.gen += 1
+        self.probes = self.passed = 0
+
+
+class CircuitBreakerFilter:
+    __slots__ = ("config", "states", "clock")
+
+    def __init__(self, config: CircuitBreakerConfig | None, *, clock=time.monotonic) -> None:
+        self.config = config
+        self.states: dict[str, Breaker] = {}
+        self.clock = clock
+
+    def adopt(self, previous: "CircuitBreakerFilter") -> None:
+        """Carry breaker states over from the filter this one replaces (a config push)."""
+        self.states = previous.states
+
+    def on_request(self, ex) -> bool:
+        route = ex.route
+        cfg = route.per_filter.get(NAME, self.config) if route is not None else self.config
+        if cfg is None:
+            return True
+        admitted = None
+        for b in cfg.breakers:
+            if not b.match.matches(ex):
+                continue
+            breaker = self.states.get(b.state_key)
+            if breaker is None:
+                breaker = self._new(b)
+            verdict = breaker.admit(b, self.clock)
+            if verdict == REFUSE:
+                for other, _, gen, probe in admitted or ():
+                    if probe:
+                        other.unadmit(gen)
+                self._refuse(ex, b)
+                return False
+            if admitted is None:
+                admitted = []
+            admitted.append((breaker, b, breaker.gen, verdict == PROBE))
+        if admitted is not None:
+            if ex.filter_state is None:
+                ex.filter_state = {NAME: admitted}
+            else:
+                ex.filter_state[NAME] = admitted
+        return True
+
+    def on_complete(self, ex) -> None:
+        state = ex.filter_state
+        admitted = state.get(NAME) if state is not None else None
+        if admitted is None:
+            return
+        now = self.clock()
+        code = ex.code
+        failed = code == 0 or code >= 500
+        elapsed = now - ex.t_start
+        for breaker, b, gen, probe in admitted:
+            slow = b.strategy is Strategy.SLOW_REQUEST_RATIO and elapsed > b.slow_threshold
+            change = breaker.complete(b, now, failed, slow, probe, gen)
+            if change is not None:
+                self._changed(ex, b, change)
+
+    def _new(self, b: BreakerConfig) -> Breaker:
+        states = self.states
+        if len(states) >= MAX_BREAKERS:
+            del states[next(iter(states))]
+        breaker = states[b.state_key] = Breaker(b)
+        return breaker
+
+    def _refuse(self, ex, b: BreakerConfig) -> None:
+        mgr = ex.mgr
+        mgr.stats.count_by("circuit_breaker_rejected_total", "breaker", b.name)
+        fb = b.fallback
+        if fb is None:
+            ex.local_reply(Reason.CIRCUIT_OPEN)
+            return
+        mgr.stats.count_by("degrade_fallback_total", "rule", b.name)
+        if mgr.events is not None:
+            mgr.events.count("degrade", rule=b.name, service=b.service, now=self.clock())
+        ex.reason = Reason.CIRCUIT_OPEN
+        ex.direct_reply(fb.status, fb.body, extra=fb.headers)
+
+    def _changed(self, ex, b: BreakerConfig, state: State) -> None:
+        mgr = ex.mgr
+        opened = state is State.OPEN
+        mgr.stats.count_by("circuit_breaker_opened_total" if opened
+                           else "circuit_breaker_closed_total", "breaker", b.name)
+        if mgr.events is not None:
+            mgr.events.add("breakerOpen" if opened else "breakerClose", service=b.service,
+                           detail={"breaker": b.name, "strategy": b.strategy.value,
+                                   "threshold": b.threshold})

@@ -1,0 +1,119 @@
+"""Active health checking: probe every host of a cluster, take failing ones out of balancing.
+
+Envoy's `health_checks[0]`: every `interval`, each host gets an HTTP GET of `path` (healthy
+if the status falls in the expected ranges, 200-399 unless configured) or a plain TCP
+connect, bounded by `timeout`. After `unhealthy_threshold` failures in a row the host is
+marked `hc_failed` and the balancer skips it as it skips an outlier ejection (panic
+rules included); after `healthy_threshold` passes in a row it is back. Hosts start
+healthy, so a config push never empties a cluster while its first checks run.
+
+One task per cluster per worker owns the checks (`asyncio.TaskGroup`): a host whose check
+is still running when the next round comes is skipped that round, so checks of one host
+never overlap. The cluster manager starts the checker, keeps it across pushes while its
+config is unchanged, and stops it. `observe` is the whole state machine, driven by the
+probes here and directly by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plait.codec.http1 import Http1ClientCodec, Response
+from plait.dataplane.config import HealthCheck
+
+USER_AGENT = b"plait-health-check"
+
+
+class HealthChecker:
+    def __init__(self, config: HealthCheck, cluster, *, on_event=None, probe=None) -> None:
+        self.config = config
+        self.cluster = cluster  # the current Cluster: its hosts, stats and balancer
+        self.on_event = on_event  # (kind, cluster name, host key) -> None
+        self.probe = probe or (http_probe if config.http_path else tcp_probe)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def run(self) -> None:
+        busy: set = set()
+        async with asyncio.TaskGroup() as checks:
+            while True:
+                for host in self.cluster.hosts:
+                    if host not in busy:
+                        busy.add(host)
+                        checks.create_task(self._check(host, busy))
+                await asyncio.sleep(self.config.interval)
+
+    async def _check(self, host, busy: set) -> None:
+        cfg = self.config
+        try:
+            ok = await asyncio.wait_for(self.probe(host.endpoint, cfg, self.cluster.name),
+                                        cfg.timeout)
+        except Exception:  # refused, reset, timed out, garbage: all mean "not healthy"
+            ok = False
+        finally:
+            busy.discard(host)
+        self.observe(host, ok)
+
+    def observe(self, host, ok: bool) -> None:
+        """Account for one check of `host`; flip its health at the thresholds."""
+        cfg = self.config
+        stats = self.cluster.stats
+        stats.hc_attempt += 1
+        if ok:
+            stats.hc_success += 1
+            host.hc_failures = 0
+            if host.hc_failed:
+                host.hc_successes += 1
+                if host.hc_successes >= cfg.healthy_threshold:
+                    host.hc_failed = False
+                    host.hc_successes = 0
+                    stats.hc_returns += 1
+                    self._changed(host, "hc_passed")
+            return
+        stats.hc_failure += 1
+        host.hc_successes = 0
+        host.hc_failures += 1
+        if not host.hc_failed and host.hc_failures >= cfg.unhealthy_threshold:
+            host.hc_failed = True
+            stats.hc_ejections += 1
+            self._changed(host, "hc_failed")
+
+    def _changed(self, host, kind: str) -> None:
+        self.cluster.rebuild_lb()
+        if self.on_event is not None:
+            self.on_event(kind, self.cluster.name, host.key)
+
+
+async def tcp_probe(endpoint, cfg: HealthCheck, cluster_name: str) -> bool:
+    """Healthy if a TCP connection opens."""
+    _, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    writer.close()
+    return True
+
+
+async def http_probe(endpoint, cfg: HealthCheck, cluster_name: str) -> bool:
+    """Healthy if `GET path` answers with an expected status. Raises on I/O errors."""
+    host = (cfg.http_host or cluster_name).encode()
+    head = (b"GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\nconnection: close\r\n\r\n"
+            % (cfg.http_path.encode(), host, USER_AGENT))
+    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    try:
+        writer.write(head)
+        codec = Http1ClientCodec()
+        while True:
+            data = await reader.read(65536)
+            events = codec.receive_data(data) if data else codec.receive_eof()
+            for ev in events:
+                if type(ev) is Response and ev.status >= 200:
+                    return any(start <= ev.status < end for start, end in cfg.expected)
+            if not data:
+                return False
+    finally:
+        writer.close()
