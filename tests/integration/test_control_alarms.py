@@ -117,6 +117,7 @@ def test_event_alarm_is_retried_until_the_webhook_takes_it(control, api):
         assert all(x.body == received[0].body for x in received)  # the same alarm, retried
         assert {x.headers["x-plait-alarm-id"] for x in received} == {str(alarm_id)}
         assert received[0].headers["authorization"] == "Bearer hook"
+        assert received[0].headers["user-agent"] == "plait-control"
         body = received[0].body
         assert body["rule"] == {"namespace": "default", "name": "breakers"}
         assert body["condition"] == "events" and body["service"] == "pricing"

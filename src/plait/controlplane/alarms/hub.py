@@ -29,6 +29,7 @@ from plait.controlplane.store import Store
 from plait.model.alarm_rule import AlarmRule, Webhook
 
 MAX_QUEUED = 1000  # alarms waiting for a delivery slot; beyond this they fail at once
+USER_AGENT = "plait-control"
 
 
 class AlarmHub:
@@ -107,7 +108,8 @@ class AlarmHub:
         self._queue = asyncio.Queue()
         slots = asyncio.Semaphore(self._max_concurrent)
         try:
-            async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tg:
+            async with (httpx.AsyncClient(headers={"user-agent": USER_AGENT}) as client,
+                        asyncio.TaskGroup() as tg):
                 tg.create_task(self._ticks(), name="alarm-ticks")
                 while True:
                     alarm, webhook = await self._queue.get()
