@@ -61,12 +61,17 @@ class Registry:
         self._notify()
         return lease
 
-    def heartbeat(self, lease_id: str) -> Lease:
-        """Renew a lease for another TTL. NotFoundError if it expired or never existed."""
+    def heartbeat(self, lease_id: str, *, healthy: bool | None = None) -> Lease:
+        """Renew a lease for another TTL; with `healthy`, also mark its instance healthy or
+        not (a sidecar whose app keeps failing). NotFoundError if it expired or never
+        existed. Watchers hear only of a health change, not of a renewal."""
         lease = self._leases.get(lease_id)
         if lease is None or lease.expires_at <= self._now():
             raise NotFoundError(f"lease {lease_id}")
         lease.expires_at = self._now() + lease.ttl
+        if healthy is not None and healthy != lease.instance.healthy:
+            lease.instance = dataclasses.replace(lease.instance, healthy=healthy)
+            self._notify()
         return lease
 
     def lease(self, lease_id: str) -> Lease | None:

@@ -2,7 +2,9 @@
 
 A registration returns a lease id and its TTL; the caller renews with `PUT` on the lease
 at a fraction of the TTL (a third is customary, as with etcd keep-alives). When renewals
-stop, the lease expires and the instance leaves the registry.
+stop, the lease expires and the instance leaves the registry. A renewal may carry
+`{"healthy": false}` (or true): a sidecar whose app keeps failing takes its instance out
+of its callers' endpoints that way, and puts it back when the app recovers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class RegisterRequest(BaseModel):
     ttl: float = Field(default=DEFAULT_TTL, gt=0, le=MAX_TTL)
 
 
+class HeartbeatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    healthy: bool | None = None
+
+
 def lease_json(registry: Registry, lease: Lease) -> dict[str, Any]:
     return {
         "leaseId": lease.lease_id,
@@ -57,8 +64,10 @@ def router(registry: Registry) -> APIRouter:
         return lease_json(registry, registry.register(instance, ttl=body.ttl))
 
     @api.put("/leases/{lease_id}")
-    async def heartbeat(lease_id: str) -> dict[str, Any]:
-        return lease_json(registry, registry.heartbeat(lease_id))
+    async def heartbeat(lease_id: str, body: HeartbeatRequest | None = None) -> dict[str, Any]:
+        healthy = body.healthy if body is not None else None
+        lease = registry.heartbeat(lease_id, healthy=healthy)
+        return {**lease_json(registry, lease), "healthy": lease.instance.healthy}
 
     @api.delete("/leases/{lease_id}")
     async def deregister(lease_id: str) -> dict[str, Any]:
