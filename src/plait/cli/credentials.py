@@ -10,6 +10,7 @@ plane's host, or `plait ca bundle`).
 from __future__ import annotations
 
 import os
+import ssl
 
 
 class CredentialsError(Exception):
@@ -39,7 +40,10 @@ def request_options(headers: dict[str, str] | None = None) -> dict:
     options: dict = {"headers": headers}
     ca_file = os.environ.get("PLAIT_CA_FILE", "")
     if ca_file:
-        options["verify"] = ca_file
+        try:
+            options["verify"] = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise CredentialsError(f"cannot read PLAIT_CA_FILE {ca_file}: {exc}") from None
     return options
 
 
