@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 # Debian packages the tests drive as real peers.
-TEST_DEBS  := curl
+TEST_DEBS  := curl openssl
 # Debian packages the benchmarks run side by side.
 BENCH_DEBS := nginx-light haproxy wrk util-linux procps
 
