@@ -97,7 +97,7 @@ async def main_async(args: argparse.Namespace, stats: ClientStats, console: Cons
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m plait.demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m plait.demo single", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=None,
                     help="stop after this many seconds (default: run until Ctrl-C)")
     ap.add_argument("--rate", type=float, default=200.0, help="requests per second (at most 5000)")
