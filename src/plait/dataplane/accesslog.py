@@ -12,6 +12,9 @@ import sys
 import time
 
 
+_RBAC = "envoy.filters.http.rbac"
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3) if seconds > 0 else 0.0
 
@@ -48,6 +51,12 @@ class AccessLog:
                 "total": _ms(now - start),
             },
         }
+        peer = ex.down.peer_identity
+        if peer is not None:  # an mTLS peer: its SPIFFE ID ("" for a certificate without)
+            entry["peer"] = peer
+        state = ex.filter_state
+        if state and _RBAC in state:  # the authorization policy that decided or logged
+            entry["rbac_policy"] = state[_RBAC]
         self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
     def write_protocol_error(self, listener: str, reason: str, detail: str, peer) -> None:

@@ -23,6 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from plait.core.errors import ConfigError
 from plait.dataplane import filters
 from plait.dataplane.matchers import header_match, query_match, regex
+from plait.dataplane.net import tls_config
 from plait.dataplane.config import (
     ClusterConfig, Direction, Endpoint, HashPolicy, HeaderEdit, HeaderMatch, HealthCheck,
     LbPolicy, ListenerConfig, Mirror, OutlierDetection, PathMatchKind, PoolLimits, Redirect,
@@ -111,12 +112,11 @@ def compile_listener(lis: listener_pb2.Listener, tables: dict | None, *,
     sa = lis.address.socket_address
     if not lis.HasField("address") or not sa.address:
         raise ConfigError(f"{path}.address.socket_address.address", "required")
-    if len(lis.filter_chains) != 1:
-        raise ConfigError(f"{path}.filter_chains", "exactly one filter chain is supported")
+    index, filter_chain, transport = tls_config.listener_chain(lis, path)
     limit = 0
     hcm = None
-    for j, f in enumerate(lis.filter_chains[0].filters):
-        fpath = f"{path}.filter_chains[0].filters[{j}]"
+    for j, f in enumerate(filter_chain.filters):
+        fpath = f"{path}.filter_chains[{index}].filters[{j}]"
         if f.name == CONNECTION_LIMIT_NAME:
             cl = connection_limit_pb2.ConnectionLimit()
             f.typed_config.Unpack(cl)
@@ -129,7 +129,7 @@ def compile_listener(lis: listener_pb2.Listener, tables: dict | None, *,
         else:
             raise ConfigError(f"{fpath}.name", f"unsupported network filter {f.name!r}")
     if hcm is None:
-        raise ConfigError(f"{path}.filter_chains[0].filters",
+        raise ConfigError(f"{path}.filter_chains[{index}].filters",
                           f"needs {HCM_NAME}")
     table = None
     rds_name = ""
@@ -150,7 +150,7 @@ def compile_listener(lis: listener_pb2.Listener, tables: dict | None, *,
                  else Direction.OUTBOUND)
     cfg = dict(name=lis.name, host=sa.address, port=sa.port_value, direction=direction,
                stat_prefix=hcm.stat_prefix or lis.name, route_table=table, rds_name=rds_name,
-               connection_limit=limit, http_filters=chain)
+               connection_limit=limit, http_filters=chain, transport=transport)
     if hcm.HasField("max_request_headers_kb"):
         cfg["max_request_headers_bytes"] = hcm.max_request_headers_kb.value * 1024
     if hcm.HasField("request_headers_timeout"):
@@ -388,8 +388,7 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
         raise ConfigError(f"{path}.name", "required")
     if c.lb_policy not in _LB:
         raise ConfigError(f"{path}.lb_policy", "unsupported load balancing policy")
-    if c.HasField("transport_socket"):
-        raise ConfigError(f"{path}.transport_socket", "TLS to upstreams is not supported yet")
+    tls = tls_config.cluster_tls(c, path)
     out = dict(name=c.name, lb_policy=_LB[c.lb_policy])
     if c.HasField("connect_timeout"):
         out["connect_timeout"] = duration(c.connect_timeout)
@@ -431,7 +430,10 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
         cla = assignments.get(name)
         out["endpoints"] = compile_endpoints(cla, f"endpoints[{name}]") if cla is not None else ()
     else:
-        out["endpoints"] = compile_endpoints(c.load_assignment, f"{path}.load_assignment")
+        cla = c.load_assignment
+        out["endpoints"] = compile_endpoints(cla, f"{path}.load_assignment")
+    if tls is not None and cla is not None:
+        out["endpoints"] = tls_config.resolve_endpoints(out["endpoints"], tls, cla)
     return ClusterConfig(**out)
 
 

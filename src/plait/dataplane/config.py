@@ -39,6 +39,7 @@ class Endpoint:
     zone: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     priority: int = 0  # Envoy locality priority: 0 first; higher only when 0 is unhealthy
+    tls: "PeerTls | None" = None  # net.tls_config: the transport socket this endpoint gets
 
     @property
     def key(self) -> str:
@@ -245,6 +246,7 @@ class ListenerConfig:
     request_headers_timeout: float = 10.0  # 0 disables; Envoy default is off, we choose safe
     idle_timeout: float = 3600.0  # downstream idle; Envoy's HCM default 1 h
     connection_limit: int = 0  # 0: unlimited
+    transport: "ListenerTransport | None" = None  # net.tls_config; None: plaintext only
     # ((filter name, compiled config or None), ...), ending with the router
     http_filters: tuple = (("envoy.filters.http.router", None),)
 

@@ -16,6 +16,8 @@ from plait.dataplane.accesslog import AccessLog
 from plait.dataplane.config import Direction, Snapshot
 from plait.dataplane.events import EventBuffer
 from plait.dataplane.http.manager import HttpConnectionManager
+from plait.dataplane.net import permissive
+from plait.dataplane.net.tls_store import TlsStore
 from plait.dataplane.stats import Stats
 from plait.dataplane.upstream.cluster import SWEEP_INTERVAL, ClusterManager
 
@@ -40,12 +42,14 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 class Worker:
     def __init__(self, snapshot: Snapshot, *, access_log: str | None,
-                 node: tuple[str, str] = ("", "")) -> None:
+                 node: tuple[str, str] = ("", ""), tls: TlsStore | None = None) -> None:
         self.snapshot = snapshot
+        self.tls = tls or TlsStore()  # certificates for TLS listeners and clusters
         self.node = node  # (app, node id): caller identity on outbound listeners
         self.stats = Stats()
         self.events = EventBuffer()
         self.clusters = ClusterManager(self.stats)
+        self.clusters.tls = self.tls
         self.clusters.on_event = self.events.cluster_event
         self.stats.host_source = self.clusters.host_series
         self.access_log = AccessLog(access_log) if access_log else None
@@ -71,6 +75,7 @@ class Worker:
             mgr = self.managers.get(cfg.name)
             if mgr is not None and (mgr.config.host, mgr.config.port) == (cfg.host, cfg.port):
                 mgr.update(cfg)
+                mgr.server = permissive.follow(self.loop, mgr, self.tls)
                 continue
             if mgr is not None:
                 self._retire(mgr)
@@ -82,8 +87,7 @@ class Worker:
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
                     access_log=self.access_log, loop=self.loop, events=self.events,
                     node=self.node)
-                mgr.server = await self.loop.create_server(mgr.protocol, sock=sock,
-                                                           backlog=1024)
+                mgr.server = await permissive.serve(self.loop, sock, mgr, self.tls)
             except OSError as exc:
                 self.stats.listener_bind_failures += 1
                 self.managers.pop(cfg.name, None)

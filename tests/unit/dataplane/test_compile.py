@@ -147,9 +147,9 @@ BAD = {
                                  ".load_assignment.endpoints[0].lb_endpoints[0].endpoint"
                                  ".address.socket_address.address"),
     "cluster without name": (_set(CLUSTER0 + ["name"], ""), f"{SR}.clusters[0].name"),
-    "tls upstream": (
+    "unknown transport socket": (
         lambda d: d[SR]["clusters"][0].update(transport_socket={"name": "tls"}),
-        f"{SR}.clusters[0].transport_socket"),
+        f"{SR}.clusters[0].transport_socket.name"),
     "unknown lb policy": (_set(CLUSTER0 + ["lb_policy"], "MAGLEV"), f"{SR}.clusters[0].lb_policy"),
     "listener without address": (
         lambda d: d[SR]["listeners"][0].pop("address"),

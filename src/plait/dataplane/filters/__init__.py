@@ -25,7 +25,7 @@ from typing import Any, Callable
 from google.protobuf.message import Message
 
 from plait.core.errors import ConfigError
-from plait.dataplane.filters import circuit_breaker, fault, rate_limit
+from plait.dataplane.filters import circuit_breaker, fault, rate_limit, rbac
 
 CONTINUE = True
 STOP = False
@@ -38,6 +38,7 @@ class FilterFactory:
     config_type: type[Message] | None  # the protobuf type of typed_config
     compile: Callable[[Any, str], Any] | None  # (message, field path) -> plain config
     create: Callable[[Any], Any] | None  # plain config -> filter object
+    repeatable: bool = False  # may appear more than once in a chain (RBAC: DENY, ALLOW)
 
 
 def _registry(*factories: FilterFactory) -> dict[str, FilterFactory]:
@@ -56,6 +57,8 @@ REGISTRY = _registry(
                   rate_limit.RateLimitFilter),
     FilterFactory(circuit_breaker.NAME, circuit_breaker.TypedStruct,
                   circuit_breaker.compile_config, circuit_breaker.CircuitBreakerFilter),
+    FilterFactory(rbac.NAME, rbac.RBAC, rbac.compile_config, rbac.RbacFilter,
+                  repeatable=True),
 )
 
 
@@ -78,7 +81,7 @@ def compile_chain(http_filters, *, path: str) -> tuple[tuple[str, Any], ...]:
         if factory is None:
             raise ConfigError(f"{path}[{i}].name", f"unknown http filter {hf.name!r}; "
                               f"known: {sorted(REGISTRY)}")
-        if hf.name in seen:
+        if hf.name in seen and not factory.repeatable:
             raise ConfigError(f"{path}[{i}].name", f"http filter {hf.name!r} appears twice")
         seen.add(hf.name)
         out.append((hf.name, _unpack(factory, hf.typed_config, f"{path}[{i}].typed_config")))

@@ -26,6 +26,10 @@ class DownstreamConnection(asyncio.Protocol):
                  "tunnel", "discarded", "head_seen", "idle_seen", "paused", "closed",
                  "write_paused")
 
+    # The SPIFFE ID of a peer that completed mTLS (a subclass for TLS connections sets it,
+    # `plait.dataplane.net.permissive`); a class attribute, so plaintext pays nothing.
+    peer_identity: str | None = None
+
     def __init__(self, mgr) -> None:
         self.mgr = mgr
         self.transport = None

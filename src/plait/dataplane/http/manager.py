@@ -46,9 +46,10 @@ class HttpConnectionManager:
         self.completions = filters.completions(self.filters)
         self.caller_headers = caller_headers(config.direction, *self.node)
 
-    def protocol(self) -> DownstreamConnection:
+    def protocol(self, kind: type = DownstreamConnection) -> DownstreamConnection:
+        """A new downstream connection (`kind`: a subclass, for TLS connections)."""
         self._empty.clear()
-        return DownstreamConnection(self)
+        return kind(self)
 
     def record(self, ex) -> None:
         """Account for a finished exchange: cluster stats, local replies, access log."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from plait.dataplane.config import ClusterConfig
+from plait.dataplane.net import upstream_tls
 from plait.dataplane.stats import ClusterStats, Stats
 from plait.dataplane.upstream import lb
 from plait.dataplane.upstream.connection import Host, UpstreamConnection
@@ -25,7 +26,7 @@ SWEEP_INTERVAL = 0.5
 
 class Cluster:
     __slots__ = ("config", "name", "hosts", "lb", "stats", "connect_timeout", "budget",
-                 "outlier", "pool", "max_requests", "health")
+                 "outlier", "pool", "max_requests", "health", "tls")
 
     def __init__(self, config: ClusterConfig, hosts: list[Host], stats: ClusterStats, *,
                  on_event=None) -> None:
@@ -40,6 +41,7 @@ class Cluster:
         self.pool = ConnectionLimiter(config.limits, stats, self)
         self.max_requests = config.limits.max_requests
         self.health: HealthChecker | None = None
+        self.tls = None  # the worker's TlsStore, for endpoints with TLS
         self.rebuild_lb()
 
     def rebuild_lb(self) -> None:
@@ -70,7 +72,11 @@ class Cluster:
         ep = host.endpoint
         self.stats.cx_total += 1
         proto = UpstreamConnection(host, pool)
-        task = loop.create_task(loop.create_connection(lambda: proto, ep.host, ep.port))
+        if ep.tls is None:
+            opening = loop.create_connection(lambda: proto, ep.host, ep.port)
+        else:
+            opening = upstream_tls.connect(loop, lambda: proto, ep, self.tls)
+        task = loop.create_task(opening)
         timer = loop.call_later(self.connect_timeout, task.cancel)
 
         def done(t: asyncio.Task) -> None:
@@ -98,6 +104,7 @@ class ClusterManager:
         self.stats = stats
         self.clusters: dict[str, Cluster] = {}
         self.on_event = None  # (kind, cluster, host) -> None: governance events
+        self.tls = None  # TlsStore: client certificates for endpoints with TLS
 
     def get(self, name: str) -> Cluster | None:
         return self.clusters.get(name)
@@ -118,6 +125,7 @@ class ClusterManager:
                     h.max_requests = cfg.max_requests_per_connection
                 hosts.append(h)
             cluster = Cluster(cfg, hosts, self.stats.cluster(name), on_event=self.on_event)
+            cluster.tls = self.tls
             old = self.clusters.get(name)
             if cluster.outlier is not None and old is not None and old.outlier is not None:
                 # keep the detector (its pending returns) and point it at the new cluster
