@@ -96,6 +96,8 @@ def config(ports: dict[str, int], dead_port: int) -> dict:
         ]),
         sc.virtual_host("mirror", ["mirror"], [
             sc.route("a", action={"request_mirror_policies": [sc.mirror("shadow", 50)]})]),
+        sc.virtual_host("mirror-body", ["mirror-body"], [
+            sc.route("a", action={"request_mirror_policies": [sc.mirror("shadow")]})]),
         sc.virtual_host("mirror-slow", ["mirror-slow"], [
             sc.route("a", action={"request_mirror_policies": [sc.mirror("slowshadow")]})]),
         sc.virtual_host("mirror-dead", ["mirror-dead"], [
@@ -334,17 +336,35 @@ def mirror_stats(proxy, cluster: str) -> tuple[float, float]:
 
 
 def test_mirror_gets_its_share_with_a_shadow_authority(proxy, client, ups):
+    before = ups["shadow"].count()
+    sent_before, _ = mirror_stats(proxy, "shadow")
     n = 400
     codes = {call(client, proxy, "mirror").status_code for _ in range(n)}
     assert codes == {200}
-    mirrored, failed = mirror_stats(proxy, "shadow")
+    sent, failed = mirror_stats(proxy, "shadow")
+    mirrored = sent - sent_before
     assert failed == 0
     # Shadow requests are fire-and-forget: wait until the shadow has seen all of them.
-    seen = poll(lambda: (c := ups["shadow"].count())["requests"] >= mirrored and c,
-                deadline=10, what="all mirrored requests reaching the shadow")
-    assert seen["requests"] == mirrored
-    assert seen["authorities"] == {"mirror-shadow": mirrored}
+    seen = poll(lambda: (c := ups["shadow"].count())["requests"] >= before["requests"] + mirrored
+                and c, deadline=10, what="all mirrored requests reaching the shadow")
+    assert seen["requests"] - before["requests"] == mirrored
+    new = {k: v - before["authorities"].get(k, 0) for k, v in seen["authorities"].items()}
+    assert {k: v for k, v in new.items() if v} == {"mirror-shadow": mirrored}
     assert within(int(mirrored), n, 0.5), mirrored
+
+
+def test_requests_with_a_body_are_mirrored_whole(proxy, client, ups):
+    before = ups["shadow"].count()
+    fixed = [call(client, proxy, "mirror-body", method="POST", content=b"x" * 5000)
+             for _ in range(10)]
+    chunked = [call(client, proxy, "mirror-body", method="POST",
+                    content=iter([b"a" * 300, b"b" * 700])) for _ in range(10)]
+    assert [r.json()["body_length"] for r in fixed + chunked] == [5000] * 10 + [1000] * 10
+    # The shadow counts a request only once it has parsed the whole of it.
+    seen = poll(lambda: (c := ups["shadow"].count())["requests"] >= before["requests"] + 20
+                and c, deadline=10, what="every copy reaching the shadow")
+    assert seen["requests"] - before["requests"] == 20
+    assert seen["authorities"].get("mirror-body-shadow", 0) == 20
 
 
 def test_a_slow_mirror_does_not_slow_the_caller(proxy, ups):

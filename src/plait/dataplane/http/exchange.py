@@ -41,6 +41,7 @@ _COVERS = {
     "timeout": frozenset(("5xx", "gateway-error", "reset")),
 }
 _GATEWAY = frozenset((502, 503, 504))
+_MIRROR_BUFFER = 64 * 1024  # body held for a mirror on a route without retries: as a retry's
 
 
 def _regex_rewrite(rewrite, target: bytes) -> bytes:
@@ -229,8 +230,12 @@ class Exchange:
                 self.body.append(last)
 
     def _buffer_limit(self) -> int:
+        """How much request body to hold: for a retry, or for a mirror still to be sent
+        (which copies the whole body once it has ended)."""
         policy = self.route.retry if self.route is not None else None
-        return policy.buffer_limit if policy is not None else 0
+        if policy is not None:
+            return policy.buffer_limit
+        return _MIRROR_BUFFER if self.mirrors else 0
 
     # -- attempts -----------------------------------------------------------------------
 
