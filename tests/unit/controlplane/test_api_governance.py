@@ -100,6 +100,9 @@ def test_bodies_that_are_not_json_or_too_large(call):
     big = b"[" + b" " * MAX_BODY_BYTES + b"]"
     assert error(call("POST", "/api/v1/events", content=big)) == (
         "", f"body larger than {MAX_BODY_BYTES} bytes")
+    nan = b'[{"type": "degrade", "service": "a", "nodeId": "n", "time": 1, "detail": {"x": NaN}}]'
+    assert error(call("POST", "/api/v1/events", content=nan))[1] == (
+        "body is not JSON: NaN is not a JSON value")
     deep = b"[" * 100000 + b"]" * 100000
     assert error(call("POST", "/api/v1/events", content=deep))[0] == ""
 

@@ -121,6 +121,12 @@ class AlarmHub:
             self._queue = None
 
 
+def _report_crash(task: asyncio.Task) -> None:
+    # Said when it happens, not at shutdown; alarms are then recorded but stay pending.
+    if not task.cancelled() and task.exception() is not None:
+        print(f"plait: alarm delivery stopped: {task.exception()!r}", file=sys.stderr)
+
+
 @contextlib.asynccontextmanager
 async def open_alarm_hub(data_dir: str | os.PathLike, store: Store) -> AsyncIterator[AlarmHub]:
     """The hub of a running control plane, its log in `data_dir`, its rules from `store`.
@@ -131,15 +137,11 @@ async def open_alarm_hub(data_dir: str | os.PathLike, store: Store) -> AsyncIter
     try:
         hub = AlarmHub(rules=lambda: [r.resource for r in store.current("AlarmRule")], log=log)
         task = asyncio.create_task(hub.run(), name="alarms")
+        task.add_done_callback(_report_crash)
         try:
             yield hub
         finally:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # reported, not raised: shutdown goes on
-                print(f"plait: alarm delivery stopped: {exc!r}", file=sys.stderr)
+            await asyncio.gather(task, return_exceptions=True)
     finally:
         log.close()

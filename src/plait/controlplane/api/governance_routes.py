@@ -91,6 +91,11 @@ _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field is m
              "dict_type": "must be a mapping", "list_type": "must be a list"}  # fmt: skip
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON and could not be served back.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def _read_json(request: Request) -> Any:
     body = bytearray()
     async for chunk in request.stream():  # read no further than the limit
@@ -98,7 +103,7 @@ async def _read_json(request: Request) -> Any:
         if len(body) > MAX_BODY_BYTES:
             raise ConfigError("", f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise ConfigError("", f"body is not JSON: {exc}") from None
 
