@@ -98,6 +98,9 @@ def config(ports: dict[str, int], dead_port: int) -> dict:
             sc.route("a", action={"request_mirror_policies": [sc.mirror("shadow", 50)]})]),
         sc.virtual_host("mirror-body", ["mirror-body"], [
             sc.route("a", action={"request_mirror_policies": [sc.mirror("shadow")]})]),
+        sc.virtual_host("mirror-held", ["mirror-held"], [
+            sc.route("a", action={"request_mirror_policies": [sc.mirror("shadow")]},
+                     per_filter={FAULT: sc.fault(delay=0.2)})]),
         sc.virtual_host("mirror-slow", ["mirror-slow"], [
             sc.route("a", action={"request_mirror_policies": [sc.mirror("slowshadow")]})]),
         sc.virtual_host("mirror-dead", ["mirror-dead"], [
@@ -359,12 +362,17 @@ def test_requests_with_a_body_are_mirrored_whole(proxy, client, ups):
              for _ in range(10)]
     chunked = [call(client, proxy, "mirror-body", method="POST",
                     content=iter([b"a" * 300, b"b" * 700])) for _ in range(10)]
-    assert [r.json()["body_length"] for r in fixed + chunked] == [5000] * 10 + [1000] * 10
+    # A fault delay holds these while their bodies come in: the copy goes out after it.
+    held = [call(client, proxy, "mirror-held", method="POST", content=b"z" * 2000)
+            for _ in range(5)]
+    assert [r.json()["body_length"] for r in fixed + chunked + held] == (
+        [5000] * 10 + [1000] * 10 + [2000] * 5)
     # The shadow counts a request only once it has parsed the whole of it.
-    seen = poll(lambda: (c := ups["shadow"].count())["requests"] >= before["requests"] + 20
+    seen = poll(lambda: (c := ups["shadow"].count())["requests"] >= before["requests"] + 25
                 and c, deadline=10, what="every copy reaching the shadow")
-    assert seen["requests"] - before["requests"] == 20
+    assert seen["requests"] - before["requests"] == 25
     assert seen["authorities"].get("mirror-body-shadow", 0) == 20
+    assert seen["authorities"].get("mirror-held-shadow", 0) == 5
 
 
 def test_a_slow_mirror_does_not_slow_the_caller(proxy, ups):

@@ -172,7 +172,12 @@ class Exchange:
         self.head = encode_request_head(req.method, target, headers, framing)
         if route.mirrors:
             self.mirrors = mirror.choose(route.mirrors)
-            if self.mirrors and not req.has_body:
+            # Copy now when there is no body, or when all of it came in while a filter held
+            # the request (a fault delay); otherwise once it has ended (on_request_end).
+            if self.mirrors and self.request_done and self.body_size > self._buffer_limit():
+                self.mgr.stats.count("mirror_skipped_body_too_large_total")
+                self.mirrors = ()
+            elif self.mirrors and (not req.has_body or self.request_done):
                 self._mirror()
         if route.timeout > 0:
             self.timer = mgr.loop.call_later(route.timeout, self.on_timeout)
