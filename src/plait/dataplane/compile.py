@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
+from plait.codec.http1 import HOP_BY_HOP
 from plait.core.errors import ConfigError
 from plait.dataplane import filters
 from plait.dataplane.matchers import header_match, query_match, regex
@@ -325,6 +326,9 @@ def _redirect(rd, path: str) -> Redirect:
                     strip_query=rd.strip_query)
 
 
+# Headers that frame a message or describe one hop: the codec derives them for each hop,
+# and an edit to them would desynchronise the message from its framing.
+_FRAMING = HOP_BY_HOP | {b"content-length"}
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -344,11 +348,16 @@ def _header_edit(r, vhost, path: str, kind: str) -> HeaderEdit | None:
     for fpath, name in removes:
         if not name or name.startswith(":") or name == "host":
             raise ConfigError(fpath, f"cannot remove {name!r}")  # as Envoy refuses
+        if name.encode() in _FRAMING:
+            raise ConfigError(fpath, f"{name!r} frames the message; the sidecar sets it")
     out = []
     for fpath, opt in adds:
         name = opt.header.key.lower()
         if not name or name.startswith(":") or name == "host":
             raise ConfigError(f"{fpath}.header.key", f"cannot set {name!r}")
+        if name.encode() in _FRAMING:
+            raise ConfigError(f"{fpath}.header.key",
+                              f"{name!r} frames the message; the sidecar sets it")
         if opt.HasField("append"):
             append = opt.append.value
         elif opt.append_action in (_APPEND, _OVERWRITE):

@@ -268,6 +268,21 @@ BAD = {
     "removing a pseudo-header": (
         lambda d: route_at(d, 1)["request_headers_to_remove"].insert(0, ":authority"),
         f"{R1}.request_headers_to_remove[0]"),
+    "adding content-length": (
+        lambda d: route_at(d, 1)["response_headers_to_add"].append(
+            sc.header_value("Content-Length", "5")),
+        f"{R1}.response_headers_to_add[1].header.key"),
+    "adding transfer-encoding": (
+        lambda d: route_at(d, 1)["request_headers_to_add"].append(
+            sc.header_value("transfer-encoding", "chunked")),
+        f"{R1}.request_headers_to_add[3].header.key"),
+    "removing content-length": (
+        lambda d: route_at(d, 1)["response_headers_to_remove"].append("content-length"),
+        f"{R1}.response_headers_to_remove[1]"),
+    "removing connection": (
+        lambda d: hcm(d)["route_config"]["virtual_hosts"][0].update(
+            request_headers_to_remove=["x-ok", "Connection"]),
+        f"{VH_AT}.request_headers_to_remove[1]"),
     "per-route config for an unknown filter": (
         lambda d: route_at(d, 1)["typed_per_filter_config"].update(
             {"envoy.filters.http.cors": ROUTER_TYPE}),
