@@ -193,11 +193,7 @@ FEATURES = {
         [{**TO_PRICING, "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}}}],
         [(("GET", "/echo"), {"status": 503})]),
 }
-KNOWN_BUGS = {
-    "direct response in bytes": "the sidecar compiles direct_response bodies from "
-                                "inline_string only; the inline_bytes the control plane "
-                                "sends for body.bytes become an empty body",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("feature", [
@@ -334,10 +330,6 @@ def test_a_change_reaches_every_worker_of_a_sidecar(mesh, callers):
             conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dynamic listeners are bound with SO_REUSEPORT even with one worker, so a second "
-    "sidecar started on a port another sidecar of the same user holds binds it silently "
-    "and the kernel gives it part of the first one's connections"))
 def test_a_sidecar_cannot_take_over_another_sidecars_port(mesh, callers):
     web, _ = callers
     # Another app whose sidecar is misconfigured with web's outbound port; it calls only web.

@@ -219,7 +219,9 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
     action = r.WhichOneof("action")
     if action == "direct_response":
         out["direct_status"] = r.direct_response.status
-        out["direct_body"] = r.direct_response.body.inline_string.encode()
+        body = r.direct_response.body
+        out["direct_body"] = (body.inline_bytes if body.WhichOneof("specifier") == "inline_bytes"
+                              else body.inline_string.encode())
         if not 200 <= r.direct_response.status <= 599:
             raise ConfigError(f"{path}.direct_response.status", "must be 200..599")
         return Route(**out)

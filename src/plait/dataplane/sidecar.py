@@ -92,7 +92,7 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
     loop = asyncio.get_running_loop()
     snapshot = boot.snapshot
     worker = Worker(snapshot, access_log=options.access_log,
-                    node=(boot.app, snapshot.node_id))
+                    node=(boot.app, snapshot.node_id), shared_ports=options.concurrency > 1)
     await worker.start(sockets)
     for child in children:
         await child.open()
@@ -228,6 +228,6 @@ def _load_cache(path: str, static: Snapshot) -> Snapshot | None:
 async def _worker_main(snapshot: Snapshot, sockets: dict, channel, options, *,
                        node: tuple[str, str] = ("", "")) -> int:
     """Entry of a forked worker: serve, answer the main process, apply pushed configs."""
-    worker = Worker(snapshot, access_log=options.access_log, node=node)
+    worker = Worker(snapshot, access_log=options.access_log, node=node, shared_ports=True)
     await worker.start(sockets)
     return await channel.serve(worker, drain_timeout=options.drain_timeout)

@@ -42,8 +42,13 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 class Worker:
     def __init__(self, snapshot: Snapshot, *, access_log: str | None,
-                 node: tuple[str, str] = ("", ""), tls: TlsStore | None = None) -> None:
+                 node: tuple[str, str] = ("", ""), tls: TlsStore | None = None,
+                 shared_ports: bool = False) -> None:
+        """`shared_ports`: several workers serve the same listeners, so new listeners are
+        bound with SO_REUSEPORT; a single worker binds exclusively, so another process
+        cannot silently take part of its port."""
         self.snapshot = snapshot
+        self.shared_ports = shared_ports
         self.tls = tls or TlsStore()  # certificates for TLS listeners and clusters
         self.node = node  # (app, node id): caller identity on outbound listeners
         self.stats = Stats()
@@ -65,8 +70,8 @@ class Worker:
     async def apply(self, snapshot: Snapshot,
                     sockets: dict[str, socket.socket] | None = None) -> None:
         """Install a snapshot: clusters first, then listeners. A listener whose address
-        changed or that is gone drains on its own; a new one is bound (SO_REUSEPORT, so
-        every worker can bind it)."""
+        changed or that is gone drains on its own; a new one is bound here (with
+        SO_REUSEPORT when workers share ports)."""
         self.snapshot = snapshot
         self.clusters.update(snapshot.clusters)
         wanted = set()
@@ -82,7 +87,7 @@ class Worker:
             sock = (sockets or {}).get(cfg.name)
             try:
                 if sock is None:
-                    sock = bind_socket(cfg.host, cfg.port, reuse_port=True)
+                    sock = bind_socket(cfg.host, cfg.port, reuse_port=self.shared_ports)
                 mgr = HttpConnectionManager(
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
                     access_log=self.access_log, loop=self.loop, events=self.events,
