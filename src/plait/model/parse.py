@@ -16,6 +16,8 @@ from pydantic import ValidationError
 
 from plait.core.errors import ConfigError
 from plait.model import checks, governance_checks
+from plait.model.authorization_policy import check_authorization_policy
+from plait.model.peer_authentication import check_peer_authentication
 from plait.model.resource import KINDS, Resource
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -93,6 +95,8 @@ _CHECKS = {
     "VirtualService": checks.check_virtual_service,
     "DestinationRule": checks.check_destination_rule,
     "ServiceEntry": checks.check_service_entry,
+    "PeerAuthentication": check_peer_authentication,
+    "AuthorizationPolicy": check_authorization_policy,
     **governance_checks.CHECKS,
 }
 

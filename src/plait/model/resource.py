@@ -11,20 +11,25 @@ from typing import Any, NamedTuple, Union
 
 from plait.core.errors import ConfigError
 from plait.model.alarm_rule import AlarmRule
+from plait.model.authorization_policy import AuthorizationPolicy
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
 from plait.model.destination_rule import DestinationRule
+from plait.model.peer_authentication import PeerAuthentication
 from plait.model.rate_limit import RateLimit
 from plait.model.service_entry import ServiceEntry
 from plait.model.virtual_service import VirtualService
 
-Resource = Union[VirtualService, DestinationRule, ServiceEntry,
+Resource = Union[VirtualService, DestinationRule, ServiceEntry, PeerAuthentication,
+                 AuthorizationPolicy,
                  RateLimit, CircuitBreaker, Degrade, AlarmRule]  # fmt: skip  (plait.io kinds)
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
     "ServiceEntry": ServiceEntry,
+    "PeerAuthentication": PeerAuthentication,
+    "AuthorizationPolicy": AuthorizationPolicy,
     "RateLimit": RateLimit,
     "CircuitBreaker": CircuitBreaker,
     "Degrade": Degrade,
@@ -32,12 +37,14 @@ KINDS: dict[str, type[Resource]] = {
 }
 
 _SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry",
+          "pa": "PeerAuthentication", "ap": "AuthorizationPolicy",
           "rl": "RateLimit", "cb": "CircuitBreaker", "degrade": "Degrade", "alarm": "AlarmRule"}
 _ALIASES = {
     **_SHORT,
     **{k.lower(): k for k in KINDS},
     **{k.lower() + "s": k for k in KINDS},
     "serviceentries": "ServiceEntry",
+    "authorizationpolicies": "AuthorizationPolicy",
 }
 
 
