@@ -12,7 +12,11 @@ import argparse
 import datetime
 import sys
 
-from plait.cli.control_cmds import _call, _console, _dump, _run, _table, _when
+import httpx
+
+from plait.cli import credentials
+from plait.cli.control_cmds import (CommandError, _base_url, _call, _console, _dump, _run,
+                                    _table, _when)
 from plait.model.duration import parse_duration
 
 
@@ -45,7 +49,8 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
                         "(default: the certificate lifetime; 'manual': until --finish)")
     g.add_argument("--api-tls", action="store_true",
                    help="serve the API over TLS (certificate from the mesh CA by default)")
-    g.add_argument("--api-cert", metavar="FILE", help="API server certificate chain (with --api-tls)")
+    g.add_argument("--api-cert", metavar="FILE",
+                   help="API server certificate chain (with --api-tls)")
     g.add_argument("--api-key", metavar="FILE", help="API server private key (with --api-tls)")
     g.add_argument("--api-hostname", action="append", metavar="NAME",
                    help="a name or address in the API certificate (repeatable; "
@@ -112,7 +117,8 @@ def cmd_ca_status(args: argparse.Namespace) -> int:
           + (", operator-provided CA" if status["operatorProvided"] else ""))
     rotation = status["rotation"]
     if rotation:
-        print(f"rotation in progress; old root dropped at {rotation['overlapUntil'] or 'plait ca rotate --finish'}")
+        until = rotation["overlapUntil"] or "'plait ca rotate --finish'"
+        print(f"rotation in progress; the old root is dropped at {until}")
     table = _table("ROLE", "SUBJECT", "SHA256", "NOT AFTER")
     for root in status["roots"]:
         table.add_row(root["role"], root["subject"], root["sha256"][:16], root["notAfter"])
@@ -133,24 +139,25 @@ def cmd_ca_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_bundle(args: argparse.Namespace) -> int:
-    from plait.cli.control_cmds import CommandError, _base_url
-    import httpx
-    from plait.cli import credentials
-
-    options = credentials.request_options()
+    # The bundle is PEM, not JSON, so not through `_call`.
     try:
+        options = credentials.request_options()
         response = httpx.get(_base_url() + "/api/v1/ca/bundle", timeout=10, **options)
+    except credentials.CredentialsError as exc:
+        raise CommandError("", str(exc)) from None
     except httpx.HTTPError as exc:
-        raise CommandError("", f"cannot reach the control plane: {exc}"
-                               + credentials.hint(error=str(exc))) from None  # fmt: skip
+        hint = credentials.hint(error=str(exc))
+        raise CommandError("", f"cannot reach the control plane: {exc}{hint}") from None
     if not response.is_success:
-        raise CommandError("", f"HTTP {response.status_code}" + credentials.hint(response.status_code))
+        hint = credentials.hint(response.status_code)
+        raise CommandError("", f"HTTP {response.status_code} from the control plane{hint}")
     print(response.text, end="")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    entries = _call("GET", "/api/v1/audit", params={"after": args.after, "limit": args.limit})["entries"]
+    query = {"after": args.after, "limit": args.limit}
+    entries = _call("GET", "/api/v1/audit", params=query)["entries"]
     if args.output != "table":
         _dump(entries, args.output)
         return 0

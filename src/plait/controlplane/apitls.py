@@ -81,7 +81,10 @@ class ApiTls:
         authority.subscribe(self._bundle_changed)
 
     def _issue(self) -> None:
-        key = keys.load_key(self.key_file) if self.key_file.exists() else keys.generate_key(self.key_file)
+        if self.key_file.exists():
+            key = keys.load_key(self.key_file)
+        else:
+            key = keys.generate_key(self.key_file)
         issued = self._authority.issue_server(key.public_key(), hosts=self._hosts)
         write_file(self.cert_file, issued.chain_pem.encode())
         self._cert = issued.cert

@@ -93,7 +93,8 @@ def open_security(args: argparse.Namespace) -> SecuritySetup:
     if (getattr(args, "api_cert", None) or getattr(args, "api_key", None)) and not api_tls:
         raise PlaitError("--api-cert and --api-key need --api-tls")
     try:
-        trust_domain = check_trust_domain(getattr(args, "trust_domain", None) or DEFAULT_TRUST_DOMAIN)
+        trust_domain = getattr(args, "trust_domain", None) or DEFAULT_TRUST_DOMAIN
+        check_trust_domain(trust_domain)
     except ValueError as exc:
         raise PlaitError(f"--trust-domain: {exc}") from None
     cert_ttl = datetime.timedelta(seconds=getattr(args, "cert_ttl", None) or 86400.0)

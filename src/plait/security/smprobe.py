@@ -75,7 +75,8 @@ def _sm2_handshake(key: Path, cert: Path) -> str:
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         try:
-            with client.wrap_socket(socket.create_connection(listener.getsockname(), timeout=10)) as tls:
+            raw = socket.create_connection(listener.getsockname(), timeout=10)
+            with client.wrap_socket(raw) as tls:
                 return f"works: {tls.version()} {tls.cipher()[0]}"
         except OSError as exc:
             return f"fails: {exc}"

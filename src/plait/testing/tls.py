@@ -36,7 +36,8 @@ class Handshake:
         return self.server_error is None and self.client_error is None
 
 
-def handshake(server: ssl.SSLContext, client: ssl.SSLContext, *, timeout: float = 10.0) -> Handshake:
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, *,
+              timeout: float = 10.0) -> Handshake:
     """Connect `client` to `server` once; the result says who saw whom, or what failed."""
     result = Handshake()
     with socket.create_server(("127.0.0.1", 0)) as listener:

@@ -61,7 +61,8 @@ def refusal(principal: Principal, need: Need) -> str | None:
     if need is Need.WORKLOAD:
         if principal.is_workload:
             return None
-        return "certificates are issued to workloads: present a join token or a workload certificate"
+        return ("certificates are issued to workloads: present a join token or a workload "
+                "certificate")
     if principal.is_workload:
         if need in (Need.REGISTRY, Need.REPORT):
             return None

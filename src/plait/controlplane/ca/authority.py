@@ -185,7 +185,9 @@ class Authority:
         cert = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
         key = serialization.load_pem_private_key((folder / "key.pem").read_bytes(), None)
         cross_file = folder / "cross.pem"
-        cross = x509.load_pem_x509_certificate(cross_file.read_bytes()) if cross_file.exists() else None
+        cross = None
+        if cross_file.exists():
+            cross = x509.load_pem_x509_certificate(cross_file.read_bytes())
         return _Root(ident, cert, key, cross)
 
     def _select_generated(self) -> None:
