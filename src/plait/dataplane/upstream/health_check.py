@@ -25,11 +25,13 @@ USER_AGENT = b"plait-health-check"
 
 
 class HealthChecker:
-    def __init__(self, config: HealthCheck, cluster, *, on_event=None, probe=None) -> None:
+    def __init__(self, config: HealthCheck, cluster, *, on_event=None, probe=None,
+                 sleep=asyncio.sleep) -> None:
         self.config = config
         self.cluster = cluster  # the current Cluster: its hosts, stats and balancer
         self.on_event = on_event  # (kind, cluster name, host key) -> None
         self.probe = probe or (http_probe if config.http_path else tcp_probe)
+        self.sleep = sleep  # between rounds; tests pass their own
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -48,7 +50,7 @@ class HealthChecker:
                     if host not in busy:
                         busy.add(host)
                         checks.create_task(self._check(host, busy))
-                await asyncio.sleep(self.config.interval)
+                await self.sleep(self.config.interval)
 
     async def _check(self, host, busy: set) -> None:
         cfg = self.config

@@ -1,0 +1,250 @@
+"""The circuit breaker filter: its sliding window, its state machine on an injected clock,
+what it answers when open, and the config it accepts."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import json_format
+
+from plait.core.errors import ConfigError, Reason
+from plait.dataplane.filters import circuit_breaker as cb
+from plait.dataplane.filters.typed_struct import TypedStruct
+from plait.testing.clock import FakeClock
+from plait.testing.exchange import FakeExchange
+
+
+def config(*breakers: dict) -> cb.CircuitBreakerConfig:
+    msg = TypedStruct(type_url=cb.TYPE_URL)
+    json_format.ParseDict({"breakers": list(breakers)}, msg.value)
+    return cb.compile_config(msg, "cfg")
+
+
+def one(**fields) -> cb.BreakerConfig:
+    return config({"name": "b", "openDurationMs": 1000, **fields}).breakers[0]
+
+
+def test_the_window_slides():
+    w = cb.Window(1.0)  # ten buckets of 100 ms
+    assert w.add(0.00, True, False) == (1, 1, 0)
+    assert w.add(0.55, False, True) == (2, 1, 1)
+    assert w.add(0.99, False, False) == (3, 1, 1)
+    assert w.add(1.05, False, False) == (3, 0, 1)  # the first bucket [0, 0.1) left
+    assert w.add(3.00, True, False) == (1, 1, 0)
+
+
+def run(b: cb.Breaker, cfg, outcomes, at: float = 0.0):
+    """Complete one PASS request per outcome (True = failed); the last transition."""
+    last = None
+    for failed in outcomes:
+        assert b.admit(cfg, lambda: at) == cb.PASS
+        last = b.complete(cfg, at, failed, False, False, b.gen) or last
+    return last
+
+
+def test_error_ratio_opens_above_the_threshold_after_min_requests():
+    cfg = one(strategy="errorRatio", threshold=0.5, minRequests=4)
+    b = cb.Breaker(cfg)
+    assert run(b, cfg, [True, True, True]) is None  # 3 < minRequests
+    assert run(b, cfg, [False]) is cb.State.OPEN  # 3 errors of 4: 0.75 > 0.5
+
+
+def test_error_ratio_at_exactly_the_threshold_stays_closed():
+    cfg = one(strategy="errorRatio", threshold=0.5, minRequests=4)
+    b = cb.Breaker(cfg)
+    run(b, cfg, [True, False, True, False])
+    assert b.state is cb.State.CLOSED
+
+
+def test_a_ratio_threshold_of_one_opens_when_everything_fails():
+    cfg = one(strategy="errorRatio", threshold=1, minRequests=2)
+    b = cb.Breaker(cfg)
+    assert run(b, cfg, [True, True]) is cb.State.OPEN
+
+
+def test_error_count_opens_above_the_count():
+    cfg = one(strategy="errorCount", threshold=2, minRequests=1)
+    b = cb.Breaker(cfg)
+    assert run(b, cfg, [True, False, True]) is None
+    assert run(b, cfg, [True]) is cb.State.OPEN
+
+
+def test_old_errors_leave_the_window():
+    cfg = one(strategy="errorCount", threshold=1, minRequests=1, statWindowMs=1000)
+    b = cb.Breaker(cfg)
+    run(b, cfg, [True], at=0.0)
+    run(b, cfg, [True], at=1.5)  # the first error is out of the window by now
+    assert b.state is cb.State.CLOSED
+
+
+def test_open_then_half_open_probes_close_it():
+    clock = FakeClock(100.0)
+    cfg = one(strategy="errorCount", threshold=0, minRequests=1, openDurationMs=2000,
+              halfOpenRequests=2)
+    b = cb.Breaker(cfg)
+    assert run(b, cfg, [True], at=clock()) is cb.State.OPEN
+    clock.advance(1.999)
+    assert b.admit(cfg, clock) == cb.REFUSE
+    clock.advance(0.001)
+    assert b.admit(cfg, clock) == cb.PROBE and b.state is cb.State.HALF_OPEN
+    gen = b.gen
+    assert b.admit(cfg, clock) == cb.PROBE
+    assert b.admit(cfg, clock) == cb.REFUSE  # only halfOpenRequests probes
+    assert b.complete(cfg, clock(), False, False, True, gen) is None
+    assert b.complete(cfg, clock(), False, False, True, gen) is cb.State.CLOSED
+    assert b.admit(cfg, clock) == cb.PASS
+
+
+def test_a_failed_probe_opens_it_again_and_late_outcomes_are_ignored():
+    clock = FakeClock(0.0)
+    cfg = one(strategy="errorRatio", threshold=0.1, minRequests=1, openDurationMs=1000)
+    b = cb.Breaker(cfg)
+    assert b.admit(cfg, clock) == cb.PASS
+    stale = b.gen  # a request admitted while closed, still running when the breaker opens
+    run(b, cfg, [True])
+    clock.advance(1.0)
+    assert b.admit(cfg, clock) == cb.PROBE
+    assert b.complete(cfg, clock(), False, False, False, stale) is None  # ignored
+    assert b.complete(cfg, clock(), True, False, True, b.gen) is cb.State.OPEN
+    assert b.open_until == clock() + 1.0
+    assert b.admit(cfg, clock) == cb.REFUSE
+
+
+def test_slow_requests_open_a_slow_ratio_breaker_and_fail_its_probes():
+    cfg = one(strategy="slowRequestRatio", threshold=0.5, slowRequestThresholdMs=100,
+              minRequests=2)
+    b = cb.Breaker(cfg)
+    for slow in (True, True):
+        b.admit(cfg, lambda: 0.0)
+        change = b.complete(cfg, 0.0, False, slow, False, b.gen)
+    assert change is cb.State.OPEN
+    assert b.admit(cfg, lambda: 2.0) == cb.PROBE
+    assert b.complete(cfg, 2.0, False, True, True, b.gen) is cb.State.OPEN  # slow probe
+
+
+def make_filter(*breakers, clock=None, listener=True):
+    cfg = config(*breakers)
+    f = cb.CircuitBreakerFilter(cfg if listener else None, clock=clock or FakeClock(0.0))
+    return f, cfg
+
+
+def test_the_filter_refuses_with_503_circuit_open_and_counts():
+    clock = FakeClock(10.0)
+    f, _ = make_filter({"name": "b", "strategy": "errorCount", "threshold": 0,
+                        "minRequests": 1, "openDurationMs": 5000}, clock=clock)
+    ex = FakeExchange(start=clock())
+    assert f.on_request(ex)
+    ex.finish(503, f)
+    refused = FakeExchange(mgr=ex.mgr)
+    assert not f.on_request(refused)
+    assert refused.replies == [("local", Reason.CIRCUIT_OPEN, 0)]
+    stats = ex.mgr.stats.labelled
+    assert stats[("circuit_breaker_opened_total", "breaker", "b")] == 1
+    assert stats[("circuit_breaker_rejected_total", "breaker", "b")] == 1
+    events = ex.mgr.events.drain()["events"]
+    assert [e["type"] for e in events] == ["breakerOpen"]
+    assert events[0]["detail"]["breaker"] == "b"
+
+
+def test_the_fallback_is_served_with_the_reason_and_evented_as_degrade():
+    clock = FakeClock(0.0)
+    f, _ = make_filter({"name": "b", "strategy": "errorCount", "threshold": 0,
+                        "minRequests": 1, "openDurationMs": 5000, "service": "pricing",
+                        "fallback": {"status": 200, "body": "cached",
+                                     "headers": {"X-Degraded": "yes"}}}, clock=clock)
+    ex = FakeExchange()
+    f.on_request(ex)
+    ex.finish(0, f)  # no response at all counts as an error
+    degraded = FakeExchange(mgr=ex.mgr)
+    assert not f.on_request(degraded)
+    assert degraded.replies == [("direct", 200, b"cached", (
+        (b"x-degraded", b"yes"), (b"x-plait-error", b"circuit_open")))]
+    assert degraded.reason is Reason.CIRCUIT_OPEN
+    drained = ex.mgr.events.drain()["events"]
+    assert [(e["type"], e["service"]) for e in drained] == [("breakerOpen", "pricing"),
+                                                            ("degrade", "pricing")]
+    assert drained[1]["detail"] == {"rule": "b", "count": 1}
+
+
+def test_only_matching_requests_count_and_are_refused():
+    f, _ = make_filter({"name": "b", "strategy": "errorCount", "threshold": 0,
+                        "minRequests": 1, "openDurationMs": 5000,
+                        "match": {"method": "POST", "path": {"prefix": "/pay"},
+                                  "headers": [{"name": "x-tenant", "value": "a"}],
+                                  "caller": "shop"}})
+    hit = dict(method=b"POST", target=b"/pay/1",
+               headers=[(b"x-tenant", b"a"), (b"x-plait-caller-app", b"shop")])
+    for other in (dict(hit, method=b"GET"), dict(hit, target=b"/other"),
+                  dict(hit, headers=[(b"x-tenant", b"b"), (b"x-plait-caller-app", b"shop")]),
+                  dict(hit, headers=[(b"x-tenant", b"a")])):
+        ex = FakeExchange(**other)
+        assert f.on_request(ex) and ex.filter_state is None
+    ex = FakeExchange(**hit)
+    assert f.on_request(ex)
+    ex.finish(500, f)
+    assert not f.on_request(FakeExchange(**hit))
+    assert f.on_request(FakeExchange(**dict(hit, target=b"/other")))
+
+
+def test_a_probe_refused_by_another_breaker_gives_its_place_back():
+    clock = FakeClock(0.0)
+    f, cfg = make_filter(
+        {"name": "first", "strategy": "errorCount", "threshold": 0, "minRequests": 1,
+         "openDurationMs": 1000},
+        {"name": "second", "strategy": "errorCount", "threshold": 0, "minRequests": 1,
+         "openDurationMs": 9000}, clock=clock)
+    ex = FakeExchange()
+    f.on_request(ex)
+    ex.finish(503, f)  # both open
+    clock.advance(1.0)  # first may probe, second is still open
+    assert not f.on_request(FakeExchange(mgr=ex.mgr))
+    first = f.states[cfg.breakers[0].state_key]
+    assert first.state is cb.State.HALF_OPEN and first.probes == 0
+
+
+def test_per_route_config_and_state_carried_across_a_push():
+    clock = FakeClock(0.0)
+    route_cfg = config({"name": "b", "strategy": "errorCount", "threshold": 0,
+                        "minRequests": 1, "openDurationMs": 5000})
+    f = cb.CircuitBreakerFilter(None, clock=clock)
+    ex = FakeExchange(per_filter={cb.NAME: route_cfg})
+    assert f.on_request(ex)
+    ex.finish(502, f)
+    pushed = cb.CircuitBreakerFilter(None, clock=clock)
+    pushed.adopt(f)
+    again = config({"name": "b", "strategy": "errorCount", "threshold": 3,
+                    "minRequests": 1, "openDurationMs": 5000})  # same breaker, new threshold
+    assert not pushed.on_request(FakeExchange(per_filter={cb.NAME: again}))
+    assert f.on_request(FakeExchange())  # no listener config, no route config: passes
+
+
+@pytest.mark.parametrize("breaker,path", [
+    ({"strategy": "errorRatio", "threshold": 0.5}, "cfg.value.breakers[0].name"),
+    ({"name": "b", "strategy": "errors", "threshold": 1}, "cfg.value.breakers[0].strategy"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 1.5, "openDurationMs": 1},
+     "cfg.value.breakers[0].threshold"),
+    ({"name": "b", "strategy": "errorCount", "threshold": 1.5, "openDurationMs": 1},
+     "cfg.value.breakers[0].threshold"),
+    ({"name": "b", "strategy": "slowRequestRatio", "threshold": 0.5, "openDurationMs": 1},
+     "cfg.value.breakers[0].slowRequestThresholdMs"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5}, "cfg.value.breakers[0].openDurationMs"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
+      "match": {"path": {"exact": "/a", "prefix": "/b"}}}, "cfg.value.breakers[0].match.path"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
+      "fallback": {"status": 700}}, "cfg.value.breakers[0].fallback.status"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
+      "fallback": {"status": 200, "headers": {"content-length": "1"}}},
+     "cfg.value.breakers[0].fallback.headers.content-length"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
+      "minRequest": 3}, "cfg.value.breakers[0].minRequest"),
+])
+def test_bad_config_names_the_field(breaker, path):
+    with pytest.raises(ConfigError) as info:
+        config(breaker)
+    assert info.value.path == path
+
+
+def test_the_type_url_is_checked():
+    msg = TypedStruct(type_url="type.plait.io/something.else")
+    with pytest.raises(ConfigError) as info:
+        cb.compile_config(msg, "cfg")
+    assert info.value.path == "cfg.type_url"
