@@ -244,3 +244,28 @@ def test_an_app_that_keeps_failing_is_marked_unhealthy_then_restored(proxy, cont
     ejections = [e for e in events_of(control, "ejection") if e["cluster"] == LOCAL_APP]
     assert ejections[0]["service"] == "web"
     assert ejections[0]["detail"] == {"source": "outlierDetection"}
+
+
+def test_every_worker_reports_its_refusals(control):
+    """With two worker processes, the main process collects the forked worker's events
+    over the worker channel: every 429 a client saw is in the events' counts."""
+    with sc.upstreams("solo") as ups:
+        outbound = with_filters(sc.listener("outbound", [
+            sc.virtual_host("w", ["*"], [dict(sc.route("solo"), typed_per_filter_config=rate_limit(
+                name="workers", tokensPerFill=1, fillIntervalMs=60000))])]), {"name": RL})
+        config = sc.bootstrap(listeners=[outbound],
+                              clusters=[sc.cluster("solo", [ups["solo"].port])], node="w-1")
+        config["node"]["metadata"] = {"app": "two-workers", "registry": control.url,
+                                      "telemetry_interval": 0.5}
+        with sc.start_sidecar(config, concurrency=2) as sidecar:
+            refused = sum(httpx.get(sidecar.url("/echo"), timeout=10).status_code == 429
+                          for _ in range(20))  # a new connection each: both workers serve
+
+            def counted():
+                return sum(e["detail"]["count"] for e in events_of(control, "rateLimited")
+                           if e["detail"]["rule"] == "workers")
+
+            control.wait_for(lambda: counted() >= refused, timeout=10)
+            # Buckets are per worker: each admitted one (all 20 connections landing on one
+            # worker has a chance of 2 in a million).
+            assert refused == 18 and counted() == refused
