@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import stat
 import subprocess
 
 import httpx
@@ -54,6 +55,7 @@ def register(api: httpx.Client, service: str, port: int, **extra) -> httpx.Respo
 
 
 def test_nothing_but_healthz_answers_without_a_valid_token(control):
+    assert stat.S_IMODE((control.data_dir / "admin.token").stat().st_mode) == 0o600
     with client(control) as anon, client(control, "plt_000000000000." + "A" * 43) as forged:
         assert anon.get("/healthz").status_code == 200
         for method, path in (("GET", "/api/v1/resources/vs"), ("GET", "/openapi.json"),
