@@ -18,12 +18,15 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
 
 from plait.controlplane.mesh import Instance
 from plait.controlplane.push.index import MeshIndex, attr, seconds, spec
 
 Cluster = cluster_pb2.Cluster
+HTTP2_PROTOCOLS = frozenset({"grpc", "http2", "grpc-web"})
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT = 5.0  # Envoy's default for Cluster.connect_timeout
 _LB = {
     "ROUND_ROBIN": Cluster.ROUND_ROBIN,
@@ -105,6 +108,11 @@ def build_cluster(index: MeshIndex, *, name: str, host: str, port: int, subset: 
         cluster.eds_cluster_config.service_name = name
     _set_lb(cluster, index, host, subset, port, proxyless=proxyless)
     _set_limits(cluster, index, host, subset, port)
+    if service is not None and service.protocol(port) in HTTP2_PROTOCOLS:
+        # gRPC and HTTP/2 upstreams must be spoken to in HTTP/2 (proxyless gRPC ignores it).
+        options = http_protocol_options_pb2.HttpProtocolOptions()
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
     return cluster
 
 

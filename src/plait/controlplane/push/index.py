@@ -32,10 +32,14 @@ class Service:
     ports: tuple[int, ...]  # the first is the one a route without a port goes to
     instances: tuple[Instance, ...]
     dns: bool = False  # a ServiceEntry with DNS resolution and no endpoints
+    protocols: tuple[tuple[int, str], ...] = ()  # port → lower-case protocol, where known
 
     @property
     def port(self) -> int:
         return self.ports[0] if self.ports else 0
+
+    def protocol(self, port: int) -> str:
+        return dict(self.protocols).get(port, "http")
 
 
 class MeshIndex:
@@ -44,6 +48,8 @@ class MeshIndex:
     def __init__(self, view: MeshView, *, revision: int = 0) -> None:
         self.revision = revision
         self.virtual_services = _by_host(view.resources(VIRTUAL_SERVICE), many=True)
+        self.peer_authentications = view.resources("PeerAuthentication")  # push.security
+        self.authorization_policies = view.resources("AuthorizationPolicy")
         self.destination_rules = _by_host(view.resources(DESTINATION_RULE), many=False)
         self.services = _services(view.instances(), view.resources(SERVICE_ENTRY),
                                   self.virtual_services)
@@ -109,7 +115,7 @@ def _services(instances: dict[str, list[Instance]], entries: list,
               virtual_services: dict) -> dict[str, Service]:
     services: dict[str, Service] = {}
     for host, found in instances.items():
-        services[host] = Service(host, _ports(found), tuple(found))
+        services[host] = Service(host, _ports(found), tuple(found), protocols=_protocols(found))
     for entry in sorted(entries, key=order_key):
         s = spec(entry)
         ports = tuple(p.number for p in s.ports)
@@ -118,7 +124,9 @@ def _services(instances: dict[str, list[Instance]], entries: list,
             if host in services:
                 endpoints.extend(services[host].instances)
             dns = not endpoints and s.resolution in ("DNS", "DNS_ROUND_ROBIN")
-            services[host] = Service(host, ports or _ports(endpoints), tuple(endpoints), dns)
+            declared = tuple((p.number, p.protocol.lower()) for p in s.ports if p.protocol)
+            services[host] = Service(host, ports or _ports(endpoints), tuple(endpoints), dns,
+                                     protocols=declared or _protocols(endpoints))
     for host in virtual_services:
         services.setdefault(host, Service(host, (), ()))
     return services
@@ -144,6 +152,14 @@ def _entry_instance(host: str, endpoint, ports) -> Instance:
     if zone:
         labels.setdefault("zone", zone)
     return Instance(service=host, address=endpoint.address, port=port, labels=labels)
+
+
+def _protocols(instances) -> tuple[tuple[int, str], ...]:
+    # A port's protocol is what most instances on it say (the registry has it per instance).
+    by_port: dict[int, Counter] = {}
+    for i in instances:
+        by_port.setdefault(i.port, Counter())[i.protocol.lower()] += 1
+    return tuple(sorted((port, c.most_common(1)[0][0]) for port, c in by_port.items()))
 
 
 def _ports(instances: list[Instance]) -> tuple[int, ...]:

@@ -453,3 +453,26 @@ spec:
     # Istio: no percentage written means no request is aborted
     assert fault(http_abort).abort.percentage.numerator == 0
     assert not vhost(sidecar(reviews_mesh()), "reviews").routes[0].typed_per_filter_config
+
+
+def test_grpc_and_http2_upstreams_are_spoken_to_in_http2():
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    view = mesh("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ledger}
+spec:
+  hosts: [ledger.internal]
+  ports: [{number: 9090, name: grpc, protocol: GRPC}]
+  resolution: STATIC
+  endpoints: [{address: 10.9.0.1}]
+""", rest=[("10.0.0.1", 80, {})])
+    view.register("greeter", "10.0.0.2", 50051, protocol="grpc")
+    out = sidecar(view)
+    key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    for name in ("outbound|50051||greeter", "outbound|9090||ledger.internal"):
+        options = http_protocol_options_pb2.HttpProtocolOptions()
+        out[CLUSTER][name].typed_extension_protocol_options[key].Unpack(options)
+        assert options.explicit_http_config.HasField("http2_protocol_options")
+    assert not out[CLUSTER]["outbound|80||rest"].typed_extension_protocol_options
