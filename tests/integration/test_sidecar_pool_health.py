@@ -9,6 +9,7 @@ and comes back, on the same port, after `healthy_threshold` passed ones.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -131,6 +132,10 @@ def test_health_checks_take_a_dead_upstream_out_and_bring_it_back(proxy):
     b.stop()
     wait_for_stat(proxy, "plait_health_check_ejections_total", 1, cluster="checked")
     assert names_of(proxy, 20) == {"a"}  # no request meets the dead upstream
+    status, body = proxy.admin_request("/clusters?format=json")
+    checked = next(c for c in json.loads(body)["clusters"] if c["name"] == "checked")
+    assert {e["address"]: e["health"] for e in checked["endpoints"]} == {
+        f"127.0.0.1:{proxy.ups['a'].port}": "healthy", f"127.0.0.1:{port}": "failed_active_hc"}
     process, _ = procs.start(
         [sys.executable, "-m", "plait.testing.upstream", "--port", str(port), "--name", "b"],
         ready=sc.UPSTREAM_READY, timeout=15, name="upstream b again")

@@ -40,7 +40,9 @@ def clusters_view(worker, merged: dict) -> list:
         for h in c.hosts:
             key = (("cluster", c.name), ("host", h.key))
             endpoints.append({
-                "address": h.key, "health": "healthy", "weight": h.endpoint.weight,
+                "address": h.key, "weight": h.endpoint.weight,
+                "health": ("failed_active_hc" if h.hc_failed else
+                           "ejected" if h.ejected else "healthy"),
                 "zone": h.endpoint.zone,
                 "rq_total": counters.get(("upstream_host_rq_total", key), 0),
                 "cx_active": gauges.get(("upstream_host_cx_active", key), 0),
