@@ -48,6 +48,8 @@ class MeshIndex:
     def __init__(self, view: MeshView, *, revision: int = 0) -> None:
         self.revision = revision
         self.virtual_services = _by_host(view.resources(VIRTUAL_SERVICE), many=True)
+        self.peer_authentications = view.resources("PeerAuthentication")  # push.security
+        self.authorization_policies = view.resources("AuthorizationPolicy")
         self.destination_rules = _by_host(view.resources(DESTINATION_RULE), many=False)
         self.services = _services(view.instances(), view.resources(SERVICE_ENTRY),
                                   self.virtual_services)

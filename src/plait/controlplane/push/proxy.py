@@ -10,6 +10,8 @@ gRPC-shaped clients. The keys (all optional):
     inbound_port  sidecar inbound listener port                   15006
     app_port      port of the local app behind the inbound side   none (no inbound listener)
     labels        its app's labels, e.g. {"version": "v1"}        {}
+    mtls          it holds a workload certificate (mTLS-capable)  false
+    namespace     its workload identity's namespace               "default"
 
 Bad metadata is the proxy operator's mistake, so it is rejected with `ConfigError` naming
 the key rather than defaulted silently.
@@ -37,6 +39,8 @@ class ProxyInfo:
     inbound_port: int = DEFAULT_INBOUND_PORT
     app_port: int | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
+    mtls: bool = False
+    namespace: str = "default"
 
     @property
     def calls_everything(self) -> bool:
@@ -49,7 +53,7 @@ class ProxyInfo:
     def shape(self) -> tuple:
         """What the sidecar translation depends on; proxies of one shape share resources."""
         return (self.app, self.dependencies, self.outbound_port, self.inbound_port,
-                self.app_port, self.labels)
+                self.app_port, self.labels, self.mtls, self.namespace)
 
     @classmethod
     def from_node(cls, node) -> ProxyInfo:
@@ -73,6 +77,12 @@ class ProxyInfo:
         if not isinstance(app, str):
             raise ConfigError("node.metadata.app", "must be a string")
         app_port = meta.get("app_port")
+        mtls = meta.get("mtls", False)
+        namespace = meta.get("namespace", "default")
+        if not isinstance(mtls, bool):
+            raise ConfigError("node.metadata.mtls", "must be true or false")
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigError("node.metadata.namespace", "must be a namespace name")
         return cls(
             node_id=node_id,
             app=app,
@@ -81,6 +91,8 @@ class ProxyInfo:
             inbound_port=_port(meta.get("inbound_port", DEFAULT_INBOUND_PORT), "inbound_port"),
             app_port=None if app_port is None else _port(app_port, "app_port"),
             labels=tuple(sorted(labels.items())),
+            mtls=mtls,
+            namespace=namespace,
         )
 
 

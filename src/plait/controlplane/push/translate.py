@@ -26,7 +26,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from plait.controlplane.mesh import MeshView
-from plait.controlplane.push import clusters, listeners, routes
+from plait.controlplane.push import clusters, listeners, routes, security
 from plait.controlplane.push.index import MeshIndex, spec
 from plait.controlplane.push.naming import (
     INBOUND, OUTBOUND, inbound_cluster, outbound_cluster, split_target,
@@ -102,13 +102,14 @@ def _sidecar(index: MeshIndex, proxy: ProxyInfo) -> Resources:
     out[LISTENER][OUTBOUND] = index.memo(
         ("listener", OUTBOUND, proxy.outbound_port),
         lambda: Resource.of(OUTBOUND, listeners.outbound_listener(proxy.outbound_port)))
-    _add_clusters(out, index, refs, proxyless=False)
+    _add_clusters(out, index, refs, proxyless=False, mtls=proxy.mtls)
     if proxy.app_port:
         name = inbound_cluster(proxy.app or "app", proxy.app_port)
         out[CLUSTER][name] = Resource.of(
             name, clusters.static_cluster(name, listeners.LOOPBACK, proxy.app_port))
-        out[LISTENER][INBOUND] = Resource.of(
-            INBOUND, listeners.inbound_listener(proxy.inbound_port, cluster=name))
+        inbound = listeners.inbound_listener(proxy.inbound_port, cluster=name)
+        security.secure_inbound(index, proxy, inbound)
+        out[LISTENER][INBOUND] = Resource.of(INBOUND, inbound)
     return out
 
 
@@ -169,17 +170,30 @@ def _route_config(index: MeshIndex, name: str, hosts: list[str], *, proxyless: b
     return config, refs
 
 
-def _add_clusters(out: Resources, index: MeshIndex, refs, *, proxyless: bool) -> None:
+def _add_clusters(out: Resources, index: MeshIndex, refs, *, proxyless: bool,
+                  mtls: bool = False) -> None:
     for host, port, subset in sorted(refs):
         name = outbound_cluster(host, port, subset)
-        cluster = index.memo(("cluster", name, proxyless), lambda: Resource.of(
-            name, clusters.build_cluster(index, name=name, host=host, port=port,
-                                         subset=subset, proxyless=proxyless)))
+        cluster = index.memo(("cluster", name, proxyless, mtls), lambda: Resource.of(
+            name, _cluster(index, name=name, host=host, port=port, subset=subset,
+                           proxyless=proxyless, mtls=mtls)))
         out[CLUSTER][name] = cluster
         if cluster.message.HasField("eds_cluster_config"):
             out[ENDPOINT][name] = index.memo(("cla", name), lambda: Resource.of(
-                name, clusters.build_load_assignment(index, name=name, host=host, port=port,
-                                                     subset=subset)))
+                name, _assignment(index, name=name, host=host, port=port, subset=subset)))
+
+
+def _cluster(index: MeshIndex, *, mtls: bool, **how):
+    cluster = clusters.build_cluster(index, **how)
+    if mtls:  # auto mTLS (push.security): the caller holds a certificate
+        security.secure_cluster(cluster)
+    return cluster
+
+
+def _assignment(index: MeshIndex, *, host: str, **how):
+    assignment = clusters.build_load_assignment(index, host=host, **how)
+    security.mark_endpoints(index, assignment, host)
+    return assignment
 
 
 def translate(view: MeshView, proxy: ProxyInfo, *,
