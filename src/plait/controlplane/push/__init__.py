@@ -24,11 +24,13 @@ __all__ = ["ProxyInfo", "PushServer", "start_push"]
 @asynccontextmanager
 async def start_push(view: MeshView, host: str = "127.0.0.1", port: int = 0, *,
                      quiet: float = DEBOUNCE_QUIET,
-                     max_delay: float = DEBOUNCE_MAX) -> AsyncIterator[PushServer]:
+                     max_delay: float = DEBOUNCE_MAX,
+                     credentials=None) -> AsyncIterator[PushServer]:
     """Serve xDS for `view` on host:port until the block exits; yields the `PushServer`.
+    With `credentials` (grpc.ServerCredentials) the port speaks TLS.
 
     Raises OSError when the address cannot be bound.
     """
     server = PushServer(view, quiet=quiet, max_delay=max_delay)
-    async with server.serving(host, port):
+    async with server.serving(host, port, credentials=credentials):
         yield server

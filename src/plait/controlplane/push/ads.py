@@ -80,12 +80,15 @@ class PushServer:
         return self.status.counters()
 
     @contextlib.asynccontextmanager
-    async def serving(self, host: str, port: int) -> AsyncIterator[PushServer]:
-        """Listen on host:port (0 picks a free port, see `.port`) until the block exits."""
+    async def serving(self, host: str, port: int,
+                      credentials=None) -> AsyncIterator[PushServer]:
+        """Listen on host:port (0 picks a free port, see `.port`) until the block exits;
+        over TLS with `credentials` (grpc.ServerCredentials)."""
         self._loop = asyncio.get_running_loop()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers([self._handlers()])
-        self.port = server.add_insecure_port(f"{host}:{port}")
+        self.port = (server.add_secure_port(f"{host}:{port}", credentials) if credentials
+                     else server.add_insecure_port(f"{host}:{port}"))
         if not self.port:
             raise OSError(f"cannot listen for xDS on {host}:{port}")
         unsubscribe = self.view.subscribe(self._on_mesh_change)
