@@ -193,10 +193,22 @@ def test_proxy_status_answers(control):
 
 
 def test_data_survives_a_restart(tmp_path):
+    def registry(cp, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{cp.api_url}/api/v1/registry{path}",
+                             headers=cp.headers, timeout=10, **kwargs)
+
+    def register(cp, port: int) -> str:
+        r = registry(cp, "POST", "/instances", json={
+            "service": "catalog", "address": "127.0.0.1", "port": port, "ttl": 600})
+        assert r.status_code == 201, r.text
+        return r.json()["leaseId"]
+
     cp = start_control(tmp_path, secure=True)
     try:
         assert run_cli(cp, "apply", "-f", "-", stdin=doc("orders", v1=90)).returncode == 0
         assert run_cli(cp, "apply", "-f", "-", stdin=doc("orders", v1=70)).returncode == 0
+        kept, left = register(cp, 18101), register(cp, 18102)
+        assert registry(cp, "DELETE", f"/leases/{left}").status_code == 200
     finally:
         assert cp.stop() == 0, cp.stderr()
     down = run_cli(cp, "get", "vs")
@@ -209,6 +221,11 @@ def test_data_survives_a_restart(tmp_path):
         history = json.loads(run_cli(cp, "history", "vs", "orders", "-o", "json").stdout)
         assert [h["version"] for h in history] == [1, 2]
         assert run_cli(cp, "rollback", "vs", "orders", "--to", "1").returncode == 0
+        # The registry too: the same instance under the same lease, with a fresh TTL.
+        [catalog] = registry(cp, "GET", "/services").json()["services"]
+        assert [(i["port"], i["leaseId"]) for i in catalog["instances"]] == [(18101, kept)]
+        assert registry(cp, "PUT", f"/leases/{kept}").status_code == 200
+        assert registry(cp, "PUT", f"/leases/{left}").status_code == 404
     finally:
         assert cp.stop() == 0, cp.stderr()
 

@@ -71,7 +71,7 @@ def test_a_killed_control_plane_changes_nothing_and_its_return_is_noticed(health
     assert web.served_by("pricing", 50) == {"pricing-v1": 50}
     assert web.service_endpoints("pricing") == {f"127.0.0.1:{pricing.inbound_port}"}
 
-    mesh.start_control(same_ports=True)  # the registry starts empty
+    mesh.start_control(same_ports=True)  # with the instances it had, on fresh leases
     wait_for_reconnection(mesh)
     for name, app in mesh.apps.items():
         assert app.xds()["connected_since"] > since[name]
@@ -102,10 +102,6 @@ def test_a_sidecar_started_while_the_control_plane_is_down_serves_from_its_cache
     assert web.served_by("pricing", 20) == {"pricing-v1": 20}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a restarted control plane serves its empty registry at once: a caller that reconnects "
-    "before an instance's next heartbeat loses that service (404) until the heartbeat "
-    "re-registers it"))
 def test_a_restarted_control_plane_keeps_callers_on_instances_that_have_not_heartbeated_yet(
         healthy):
     mesh = healthy

@@ -6,6 +6,16 @@ disappears, as with etcd leases or Eureka renewals: a crashed process cannot lea
 stale endpoint behind. Registering an instance id again replaces the old lease, so a
 restarted process does not show up twice. Watchers are called after every change.
 
+With a `LeaseTable` the registry survives a restart of the control plane: registrations,
+health changes and removals are written through to it (renewals are not: they only move
+a deadline in memory), and a new registry restores every stored lease under its old id
+with a fresh deadline of one full TTL. A live sidecar's next heartbeat then finds its
+lease, and the instance of one that died meanwhile expires a TTL after the restart. A
+failed write is reported on stderr and counted (`write_failures`), never refused: the
+registry in memory stays the truth for the running mesh, and what a lost write can cost
+after a restart is bounded (an instance re-registers at its next heartbeat; a stale one
+expires within a TTL).
+
 The clock is injectable (`now`), and `expire()` can be driven by hand, so lease rules are
 tested without waiting. In the control plane, `run()` is the owned task that expires
 leases every `check_interval` seconds.
@@ -16,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from plait.controlplane.lease_table import LeaseTable
 from plait.controlplane.mesh import Instance
 from plait.controlplane.store.base import NotFoundError
 
@@ -36,14 +48,23 @@ class Lease:
 
 
 class Registry:
-    def __init__(
-        self, *, now: Callable[[], float] = time.monotonic, check_interval: float = 0.5
-    ) -> None:
+    def __init__(self, *, now: Callable[[], float] = time.monotonic,
+                 check_interval: float = 0.5, table: LeaseTable | None = None) -> None:
+        """With `table`, restore its leases (each expiring one TTL from now) and keep it
+        up to date. Raises sqlite3.Error if the table cannot be read."""
         self._now = now
         self._check_interval = check_interval
+        self._table = table
         self._leases: dict[str, Lease] = {}
         self._by_instance: dict[str, str] = {}  # instance id → lease id
         self._subscribers: list[Callable[[], None]] = []
+        self.write_failures = 0
+        if table is not None:
+            for stored in table.load():
+                lease = Lease(stored.lease_id, stored.instance, stored.ttl,
+                              self._now() + stored.ttl)
+                self._leases[lease.lease_id] = lease
+                self._by_instance[lease.instance.instance_id] = lease.lease_id
 
     def register(self, instance: Instance, ttl: float = DEFAULT_TTL) -> Lease:
         """Add (or replace) an instance; returns its new lease. ValueError for ttl <= 0."""
@@ -58,6 +79,7 @@ class Registry:
         lease = Lease(secrets.token_hex(8), instance, ttl, self._now() + ttl)
         self._leases[lease.lease_id] = lease
         self._by_instance[instance.instance_id] = lease.lease_id
+        self._write(lambda t: t.put(lease.lease_id, lease.instance, lease.ttl))
         self._notify()
         return lease
 
@@ -71,6 +93,7 @@ class Registry:
         lease.expires_at = self._now() + lease.ttl
         if healthy is not None and healthy != lease.instance.healthy:
             lease.instance = dataclasses.replace(lease.instance, healthy=healthy)
+            self._write(lambda t: t.put(lease.lease_id, lease.instance, lease.ttl))
             self._notify()
         return lease
 
@@ -85,6 +108,7 @@ class Registry:
         if lease is None:
             raise NotFoundError(f"lease {lease_id}")
         self._by_instance.pop(lease.instance.instance_id, None)
+        self._write(lambda t: t.delete([lease_id]))
         self._notify()
         return lease.instance
 
@@ -96,6 +120,7 @@ class Registry:
             del self._leases[lease.lease_id]
             self._by_instance.pop(lease.instance.instance_id, None)
         if gone:
+            self._write(lambda t: t.delete(lease.lease_id for lease in gone))
             self._notify()
         return [lease.instance for lease in gone]
 
@@ -122,6 +147,16 @@ class Registry:
                 self._subscribers.remove(callback)
 
         return unsubscribe
+
+    def _write(self, change: Callable[[LeaseTable], None]) -> None:
+        if self._table is None:
+            return
+        try:
+            change(self._table)
+        except sqlite3.Error as exc:
+            self.write_failures += 1
+            print(f"plait: registry change not saved (a restart may lose or keep it for a "
+                  f"TTL): {exc}", file=sys.stderr)
 
     def _notify(self) -> None:
         for callback in list(self._subscribers):

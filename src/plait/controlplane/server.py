@@ -1,11 +1,13 @@
 """`plait control`: the config store, the registry, the REST API and the xDS push in one
 asyncio program.
 
-Assembly, in order: open the store (SQLite in the data directory), create the registry,
-join both into the `MeshState` view, start the push side on that view (if installed),
-start the alarm hub (events, telemetry, alarm delivery; `plait.controlplane.alarms`),
-then serve the API with uvicorn as a task of the same task group. Once the API socket is
-accepting, one line goes to stdout:
+Assembly, in order: open the store (SQLite in the data directory), create the registry
+with the leases stored beside it (so a restart serves the instances it had, each with a
+fresh TTL to heartbeat in: `plait.controlplane.lease_table`), join both into the
+`MeshState` view, start the push side on that view (if installed), start the alarm hub
+(events, telemetry, alarm delivery; `plait.controlplane.alarms`), then serve the API
+with uvicorn as a task of the same task group. Once the API socket is accepting, one
+line goes to stdout:
 
     plait control ready api=HOST:PORT xds=HOST:PORT
 
@@ -40,6 +42,7 @@ import importlib
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from typing import Any, Callable
 
@@ -48,6 +51,7 @@ import uvicorn
 from plait.core.errors import PlaitError
 from plait.controlplane.alarms import open_alarm_hub
 from plait.controlplane.api import create_app
+from plait.controlplane.lease_table import LeaseTable
 from plait.controlplane.security_setup import open_security
 from plait.controlplane.registry import Registry
 from plait.controlplane.store import SqliteStore
@@ -153,7 +157,15 @@ async def run_control(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        registry = Registry()
+        leases = LeaseTable.open(args.data_dir)
+    except sqlite3.Error as exc:
+        security.close()
+        store.close()
+        print(f"error: cannot open the registry's leases in {args.data_dir}: {exc}",
+              file=sys.stderr)
+        return 1
+    try:
+        registry = Registry(table=leases)
         view = MeshState(store, registry)
         start_push = find_start_push()
         async with contextlib.AsyncExitStack() as stack:
@@ -185,10 +197,11 @@ async def run_control(args: argparse.Namespace) -> int:
         if not up:
             raise PlaitError("the API server stopped during start-up")
         return 0
-    except (PlaitError, OSError) as exc:
+    except (PlaitError, OSError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        leases.close()
         security.close()
         store.close()
 
