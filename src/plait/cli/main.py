@@ -36,7 +36,9 @@ def _sidecar(args: argparse.Namespace) -> int:
     return run(SidecarOptions(bootstrap=args.bootstrap or "", bootstrap_document=document,
                               concurrency=args.concurrency, access_log=access_log,
                               drain_timeout=args.drain_timeout, cache_dir=args.cache_dir,
-                              initial_fetch_timeout=args.initial_fetch_timeout))
+                              initial_fetch_timeout=args.initial_fetch_timeout,
+                              token_file=args.token_file or "", cert_dir=args.cert_dir or "",
+                              ca_file=args.ca_file or ""))
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -65,6 +67,16 @@ def _register_sidecar(sub) -> None:
                    help="where the last good xDS config is kept ('' to disable)")
     p.add_argument("--initial-fetch-timeout", type=float, default=3.0,
                    help="seconds to wait for the control plane before using the cache")
+    s = p.add_argument_group("workload identity (mTLS)")
+    s.add_argument("--token-file", metavar="FILE",
+                   help="join token (plait token create --ns NS --sa SA) proving who this "
+                        "sidecar is, to get its certificate from the control plane")
+    s.add_argument("--cert-dir", metavar="DIR",
+                   help="where the key (0600), certificate and trust bundle live "
+                        "(default: under --cache-dir)")
+    s.add_argument("--ca-file", metavar="FILE",
+                   help="mesh trust bundle to verify an https control plane with before "
+                        "the first certificate arrives")
     g = p.add_argument_group("steered by plait control (instead of --bootstrap)")
     g.add_argument("--xds", help="control plane xDS address HOST:PORT")
     g.add_argument("--registry", default="",

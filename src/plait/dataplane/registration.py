@@ -33,8 +33,9 @@ class InstanceSpec:
 
 
 class Registration:
-    def __init__(self, spec: InstanceSpec) -> None:
+    def __init__(self, spec: InstanceSpec, *, auth=None) -> None:
         self.spec = spec
+        self.auth = auth  # credentials for the control plane (http.client.request's auth)
         self.lease_id = ""
         self.registered = asyncio.Event()
         self.failures = 0
@@ -67,7 +68,7 @@ class Registration:
                     else:
                         status, _ = await request_json(
                             "PUT", f"{spec.registry}/api/v1/registry/leases/{self.lease_id}",
-                            {"healthy": self.healthy})
+                            {"healthy": self.healthy}, auth=self.auth)
                         if status == 404:
                             self.lease_id = ""
                             continue
@@ -87,7 +88,8 @@ class Registration:
         status, body = await request_json("POST", f"{spec.registry}/api/v1/registry/instances", {
             "service": spec.service, "address": spec.address, "port": spec.port,
             "protocol": spec.protocol, "labels": dict(spec.labels),
-            "instanceId": spec.instance_id, "ttl": spec.ttl, "healthy": self.healthy})
+            "instanceId": spec.instance_id, "ttl": spec.ttl, "healthy": self.healthy},
+            auth=self.auth)
         if status != 201 or "leaseId" not in body:
             raise ClientError(f"register answered {status}: {body}")
         self.lease_id = body["leaseId"]
@@ -99,7 +101,7 @@ class Registration:
         try:
             await request_json(
                 "DELETE", f"{self.spec.registry}/api/v1/registry/leases/{self.lease_id}",
-                timeout=2.0)
+                timeout=2.0, auth=self.auth)
         except ClientError:
             pass  # the lease will expire on its own
         self.lease_id = ""

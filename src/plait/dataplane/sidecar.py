@@ -11,6 +11,12 @@ the fork), compiles each update once and hands the snapshot to every worker. The
 xDS config is cached on disk; when the control plane does not answer within
 `initial_fetch_timeout`, the sidecar starts from the cache.
 
+Identity (`plait.dataplane.identity`, only with `--token-file` or `--cert-dir`): before
+anything is bound or forked the sidecar gets its workload certificate, or exits 1 if the
+control plane refuses it; the main process then renews it, and every worker reads the
+files again for its next TLS handshake. The xDS channel and the API calls use mTLS when
+the control plane's API is https; the instance is registered as mTLS-capable.
+
 Readiness is a line on stdout, `plait sidecar ready admin=HOST:PORT listeners=...`, printed
 when every worker serves its first config, and `GET /ready` on the admin port.
 """
@@ -22,7 +28,8 @@ import functools
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import uvloop
 
@@ -32,6 +39,9 @@ from plait.dataplane.admin import AdminHandlers, start_admin
 from plait.dataplane.bootstrap import Bootstrap, load_bootstrap, parse_bootstrap
 from plait.dataplane.compile import compile_snapshot
 from plait.dataplane.config import Snapshot
+from plait.dataplane.http.client import request_json
+from plait.dataplane.net.tls_config import TlsFiles
+from plait.dataplane.net.tls_store import TlsStore
 from plait.dataplane.registration import Registration
 from plait.dataplane.stats import merge
 from plait.dataplane.telemetry import Reporter
@@ -50,6 +60,9 @@ class SidecarOptions:
     drain_timeout: float = 5.0
     cache_dir: str = ""
     initial_fetch_timeout: float = 3.0
+    token_file: str = ""  # join token: proves who the sidecar is to get a certificate
+    cert_dir: str = ""  # key, certificate and bundle ("" with a token: under cache_dir)
+    ca_file: str = ""  # trust bundle for an https control plane before the first certificate
 
 
 def run(options: SidecarOptions) -> int:
@@ -64,11 +77,19 @@ def run(options: SidecarOptions) -> int:
     except OSError as exc:
         print(f"plait sidecar: cannot listen: {exc}", file=sys.stderr)
         return 1
+    identity = None
+    if options.token_file or options.cert_dir:
+        identity, options = _obtain_identity(boot, options)
+        if options is None:
+            for socks in sockets:
+                for sock in socks.values():
+                    sock.close()
+            return 1
     node = (boot.app, boot.snapshot.node_id)
     children = fork_workers(boot.snapshot, sockets, options,
                             worker_main=functools.partial(_worker_main, node=node))
     try:
-        return uvloop.run(_main(boot, sockets[0], children, options))
+        return uvloop.run(_main(boot, sockets[0], children, options, identity))
     finally:
         for child in children:
             child.reap()
@@ -87,12 +108,45 @@ def bind_static(snapshot: Snapshot, n: int) -> list[dict]:
     return out
 
 
+def _obtain_identity(boot: Bootstrap, options: SidecarOptions):
+    """(identity or None, options with the certificate directory resolved); (None, None)
+    when the sidecar must not start. Runs before the fork, on a loop of its own that is
+    gone (with its threads) when it returns."""
+    from plait.dataplane.identity import IdentityRefused, prepare
+
+    try:
+        identity, cert_dir = prepare(
+            api=boot.registration.registry if boot.registration else "",
+            node_id=boot.snapshot.node_id, token_file=options.token_file,
+            cert_dir=options.cert_dir, cache_dir=options.cache_dir, ca_file=options.ca_file)
+        if identity is not None:
+            asyncio.run(identity.obtain())
+    except (IdentityRefused, ValueError, OSError) as exc:
+        print(f"plait sidecar: no workload identity: {exc}", file=sys.stderr, flush=True)
+        return None, None
+    if identity is not None:
+        print(f"plait sidecar: workload identity {identity.spiffe_id}", file=sys.stderr,
+              flush=True)
+    return identity, replace(options, cert_dir=cert_dir)
+
+
+def _tls_store(options: SidecarOptions) -> TlsStore:
+    """Where "the workload certificate" of TLS settings comes from, in this process."""
+    if not options.cert_dir:
+        return TlsStore()
+    d = Path(options.cert_dir)
+    return TlsStore(TlsFiles(str(d / "cert.pem"), str(d / "key.pem"), str(d / "bundle.pem")))
+
+
 async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
-                options: SidecarOptions) -> int:
+                options: SidecarOptions, identity=None) -> int:
     loop = asyncio.get_running_loop()
     snapshot = boot.snapshot
-    worker = Worker(snapshot, access_log=options.access_log,
+    worker = Worker(snapshot, access_log=options.access_log, tls=_tls_store(options),
                     node=(boot.app, snapshot.node_id), shared_ports=options.concurrency > 1)
+    if identity is not None:
+        identity.listeners.append(worker.tls.refresh)
+        boot.message.node.metadata.update(identity.node_metadata())
     await worker.start(sockets)
     for child in children:
         await child.open()
@@ -121,7 +175,9 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
 
         xds = AdsClient(target=boot.ads_target, node=boot.message.node,
                         admin=(snapshot.admin_host, snapshot.admin_port),
-                        on_snapshot=on_xds_snapshot)
+                        on_snapshot=on_xds_snapshot,
+                        credentials=(identity.grpc_credentials
+                                     if identity is not None and identity.over_tls else None))
         xds.start()
         try:
             await asyncio.wait_for(first_config.wait(), options.initial_fetch_timeout)
@@ -159,8 +215,14 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
         loop.add_signal_handler(sig, request_stop, True)
     registration = None
     tasks: set[asyncio.Task] = {loop.create_task(worker.sweep_forever())}
+    if identity is not None:
+        tasks.add(loop.create_task(identity.run()))
     if boot.registration is not None:
-        registration = Registration(boot.registration)
+        spec = boot.registration
+        if identity is not None:
+            spec = replace(spec, labels=tuple(sorted(
+                {**dict(spec.labels), **identity.registry_labels()}.items())))
+        registration = Registration(spec, auth=identity)
         tasks.add(loop.create_task(registration.run()))
 
         async def gather_events() -> list[dict]:
@@ -174,7 +236,8 @@ async def _main(boot: Bootstrap, sockets: dict, children: list[WorkerChannel],
         reporter = Reporter(registry=boot.registration.registry, node_id=snapshot.node_id,
                             app=boot.app, stats=stats, gather=gather_events,
                             counters=worker.stats, set_healthy=registration.set_healthy,
-                            telemetry_interval=boot.telemetry_interval)
+                            telemetry_interval=boot.telemetry_interval,
+                            post=functools.partial(request_json, auth=identity))
         tasks.add(loop.create_task(reporter.run()))
     handlers.ready = True
     admin_addr = admin.sockets[0].getsockname()
@@ -228,6 +291,7 @@ def _load_cache(path: str, static: Snapshot) -> Snapshot | None:
 async def _worker_main(snapshot: Snapshot, sockets: dict, channel, options, *,
                        node: tuple[str, str] = ("", "")) -> int:
     """Entry of a forked worker: serve, answer the main process, apply pushed configs."""
-    worker = Worker(snapshot, access_log=options.access_log, node=node, shared_ports=True)
+    worker = Worker(snapshot, access_log=options.access_log, node=node, shared_ports=True,
+                    tls=_tls_store(options))
     await worker.start(sockets)
     return await channel.serve(worker, drain_timeout=options.drain_timeout)

@@ -62,10 +62,14 @@ class XdsStatus:
 
 class AdsClient:
     def __init__(self, *, target: str, node: base_pb2.Node, admin: tuple[str, int],
-                 on_snapshot: Callable[[Snapshot, dict], None]) -> None:
+                 on_snapshot: Callable[[Snapshot, dict], None],
+                 credentials: Callable[[], grpc.ChannelCredentials] | None = None) -> None:
         """`on_snapshot(snapshot, resources)` is called from the client thread with each
-        complete, compiled snapshot and the raw resources it came from (for the cache)."""
+        complete, compiled snapshot and the raw resources it came from (for the cache).
+        `credentials()`, when given, makes the TLS credentials of each new connection (so
+        a renewed workload certificate is used from the next reconnect on)."""
         self.target = target
+        self.credentials = credentials
         self.node = node
         self.admin = admin
         self.on_snapshot = on_snapshot
@@ -109,7 +113,8 @@ class AdsClient:
             self._stop.wait(random.uniform(ceiling / 2, ceiling))
 
     def _stream(self) -> None:
-        channel = grpc.insecure_channel(self.target)
+        channel = (grpc.secure_channel(self.target, self.credentials())
+                   if self.credentials is not None else grpc.insecure_channel(self.target))
         with self._lock:
             if self._stop.is_set():
                 channel.close()
