@@ -412,7 +412,9 @@ class Exchange:
             return  # 1xx interim: the client already had our own 100 Continue
         if self.cluster.outlier is not None:
             self._outlier(status)
-        if self.route.retry is not None and self._can_retry(None, status):
+        retry = self.route.retry
+        if retry is not None and (status >= 500 or status in retry.retriable_status_codes) \
+                and self._can_retry(None, status):
             conn.exchange = None
             conn.close()
             self.upstream = None
