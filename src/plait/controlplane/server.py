@@ -27,7 +27,9 @@ Push hook. If `plait.controlplane.push` exports `start_push`, it is called as
 
     start_push(view: MeshView, xds_host: str, xds_port: int) -> async context manager
 
-and entered before the API starts; it is exited on shutdown. The object it yields may have
+(with `credentials=` grpc server credentials as well under `--api-tls`: xDS then takes
+mTLS with workload certificates, `plait.controlplane.xds_tls`) and entered before the
+API starts; it is exited on shutdown. The object it yields may have
 `port` (the bound xDS port, needed when xds_port is 0) and `proxy_status()`
 (a `ProxyStatusSource` for `GET /api/v1/proxies`); both are optional. Without the push
 side the ready line says `xds=off`.
@@ -53,6 +55,7 @@ from plait.controlplane.alarms import open_alarm_hub
 from plait.controlplane.api import create_app
 from plait.controlplane.lease_table import LeaseTable
 from plait.controlplane.security_setup import open_security
+from plait.controlplane.xds_tls import xds_credentials
 from plait.controlplane.registry import Registry
 from plait.controlplane.store import SqliteStore
 from plait.controlplane.view import MeshState
@@ -172,8 +175,10 @@ async def run_control(args: argparse.Namespace) -> int:
             push = None
             if start_push is not None:
                 try:
+                    tls = {} if security.tls is None else {"credentials": xds_credentials(
+                        security.tls, security.api.authority)}
                     push = await stack.enter_async_context(
-                        start_push(view, args.xds_host, args.xds_port)
+                        start_push(view, args.xds_host, args.xds_port, **tls)
                     )
                 except (OSError, RuntimeError) as exc:  # grpc reports a busy port as RuntimeError
                     where = _hostport(args.xds_host, args.xds_port)
