@@ -20,7 +20,8 @@ from plait.model.base import Duration, Host, IstioModel, Metadata
 from plait.model.duration import parse_duration
 from plait.model.governance_base import HeaderName, HeaderValue, PlaitApiVersion, PositiveDuration
 
-EventType = Literal["ejection", "return", "breakerOpen", "breakerClose", "degrade", "rateLimited"]
+EventType = Literal["ejection", "return", "breakerOpen", "breakerClose", "degrade", "rateLimited",
+                    "denied"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 # Telemetry is kept for an hour (plait.controlplane.alarms.window); a longer window
