@@ -184,7 +184,7 @@ class Breaker:
         if self.state is State.HALF_OPEN and gen == self.gen:
             self.probes -= 1
 
-    def complete(self, cfg: BreakerConfig, now: float, failed: bool, slow: bool,
+    def complete(self, cfg: BreakerConfig, now: float, *, failed: bool, slow: bool,
                  probe: bool, gen: int) -> State | None:
         """Account for a request admitted at generation `gen`; the new state if it
         changed, else None."""
@@ -276,7 +276,7 @@ class CircuitBreakerFilter:
         elapsed = now - ex.t_start
         for breaker, b, gen, probe in admitted:
             slow = b.strategy is Strategy.SLOW_REQUEST_RATIO and elapsed > b.slow_threshold
-            change = breaker.complete(b, now, failed, slow, probe, gen)
+            change = breaker.complete(b, now, failed=failed, slow=slow, probe=probe, gen=gen)
             if change is not None:
                 self._changed(ex, b, change)
 

@@ -70,7 +70,8 @@ class Fields:
             if default is None:
                 raise ConfigError(self.at(key), "required")
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             raise ConfigError(self.at(key), "must be a number")
         if whole and value != int(value):
             raise ConfigError(self.at(key), "must be a whole number")

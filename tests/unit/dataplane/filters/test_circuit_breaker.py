@@ -37,7 +37,7 @@ def run(b: cb.Breaker, cfg, outcomes, at: float = 0.0):
     last = None
     for failed in outcomes:
         assert b.admit(cfg, lambda: at) == cb.PASS
-        last = b.complete(cfg, at, failed, False, False, b.gen) or last
+        last = b.complete(cfg, at, failed=failed, slow=False, probe=False, gen=b.gen) or last
     return last
 
 
@@ -89,8 +89,9 @@ def test_open_then_half_open_probes_close_it():
     gen = b.gen
     assert b.admit(cfg, clock) == cb.PROBE
     assert b.admit(cfg, clock) == cb.REFUSE  # only halfOpenRequests probes
-    assert b.complete(cfg, clock(), False, False, True, gen) is None
-    assert b.complete(cfg, clock(), False, False, True, gen) is cb.State.CLOSED
+    ok = dict(failed=False, slow=False, probe=True, gen=gen)
+    assert b.complete(cfg, clock(), **ok) is None
+    assert b.complete(cfg, clock(), **ok) is cb.State.CLOSED
     assert b.admit(cfg, clock) == cb.PASS
 
 
@@ -103,8 +104,10 @@ def test_a_failed_probe_opens_it_again_and_late_outcomes_are_ignored():
     run(b, cfg, [True])
     clock.advance(1.0)
     assert b.admit(cfg, clock) == cb.PROBE
-    assert b.complete(cfg, clock(), False, False, False, stale) is None  # ignored
-    assert b.complete(cfg, clock(), True, False, True, b.gen) is cb.State.OPEN
+    late = b.complete(cfg, clock(), failed=False, slow=False, probe=False, gen=stale)
+    assert late is None  # ignored
+    failed = b.complete(cfg, clock(), failed=True, slow=False, probe=True, gen=b.gen)
+    assert failed is cb.State.OPEN
     assert b.open_until == clock() + 1.0
     assert b.admit(cfg, clock) == cb.REFUSE
 
@@ -115,10 +118,11 @@ def test_slow_requests_open_a_slow_ratio_breaker_and_fail_its_probes():
     b = cb.Breaker(cfg)
     for slow in (True, True):
         b.admit(cfg, lambda: 0.0)
-        change = b.complete(cfg, 0.0, False, slow, False, b.gen)
+        change = b.complete(cfg, 0.0, failed=False, slow=slow, probe=False, gen=b.gen)
     assert change is cb.State.OPEN
     assert b.admit(cfg, lambda: 2.0) == cb.PROBE
-    assert b.complete(cfg, 2.0, False, True, True, b.gen) is cb.State.OPEN  # slow probe
+    slow_probe = b.complete(cfg, 2.0, failed=False, slow=True, probe=True, gen=b.gen)
+    assert slow_probe is cb.State.OPEN
 
 
 def make_filter(*breakers, clock=None, listener=True):
@@ -226,7 +230,8 @@ def test_per_route_config_and_state_carried_across_a_push():
      "cfg.value.breakers[0].threshold"),
     ({"name": "b", "strategy": "slowRequestRatio", "threshold": 0.5, "openDurationMs": 1},
      "cfg.value.breakers[0].slowRequestThresholdMs"),
-    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5}, "cfg.value.breakers[0].openDurationMs"),
+    ({"name": "b", "strategy": "errorRatio", "threshold": 0.5},
+     "cfg.value.breakers[0].openDurationMs"),
     ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
       "match": {"path": {"exact": "/a", "prefix": "/b"}}}, "cfg.value.breakers[0].match.path"),
     ({"name": "b", "strategy": "errorRatio", "threshold": 0.5, "openDurationMs": 1,
