@@ -21,6 +21,7 @@ the registry can take this instance out of its callers' endpoints until it recov
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from typing import Awaitable, Callable
@@ -126,11 +127,16 @@ class Reporter:
         next_report = self.monotonic() + self.telemetry_interval
         while True:
             await asyncio.sleep(EVENTS_INTERVAL)
-            await self.collect()
-            await self.send_events()
-            if self.monotonic() >= next_report:
-                next_report = self.monotonic() + self.telemetry_interval
-                await self.send_telemetry()
+            try:
+                await self.collect()
+                await self.send_events()
+                if self.monotonic() >= next_report:
+                    next_report = self.monotonic() + self.telemetry_interval
+                    await self.send_telemetry()
+            except Exception as exc:  # a reporting bug must not end reporting, nor serving
+                self.counters.reports_failed += 1
+                print(f"plait sidecar: governance report failed: {exc!r}", file=sys.stderr,
+                      flush=True)
 
     async def collect(self) -> None:
         """Take every worker's events; tell the registration about the app's health."""
