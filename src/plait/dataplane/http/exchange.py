@@ -422,6 +422,8 @@ class Exchange:
             self._schedule_retry()
             return
         self.response_started = True
+        if self.retry_held:  # the retry is resolved: free its max_retries slot now
+            self._release_retry()
         if self.mgr.access_log is not None:
             self.t_first_byte = time.monotonic()
         if self.try_timer is not None:
