@@ -14,6 +14,7 @@ import time
 
 from plait.dataplane.accesslog import AccessLog
 from plait.dataplane.config import Direction, Snapshot
+from plait.dataplane.deadlines import Deadlines
 from plait.dataplane.events import EventBuffer
 from plait.dataplane.http.manager import HttpConnectionManager
 from plait.dataplane.net import permissive
@@ -52,6 +53,7 @@ class Worker:
         self.tls = tls or TlsStore()  # certificates for TLS listeners and clusters
         self.node = node  # (app, node id): caller identity on outbound listeners
         self.stats = Stats()
+        self.deadlines = Deadlines()  # route timeouts of every listener of this worker
         self.events = EventBuffer()
         self.clusters = ClusterManager(self.stats)
         self.clusters.tls = self.tls
@@ -91,7 +93,7 @@ class Worker:
                 mgr = HttpConnectionManager(
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
                     access_log=self.access_log, loop=self.loop, events=self.events,
-                    node=self.node)
+                    node=self.node, deadlines=self.deadlines)
                 mgr.server = await permissive.serve(self.loop, sock, mgr, self.tls)
             except OSError as exc:
                 self.stats.listener_bind_failures += 1
@@ -137,9 +139,14 @@ class Worker:
         return False
 
     async def sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self.sweep()
+        """The worker's periodic duties: the sweep, and route timeouts (owned here)."""
+        ticker = asyncio.get_running_loop().create_task(self.deadlines.tick_forever())
+        try:
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL)
+                self.sweep()
+        finally:
+            ticker.cancel()
 
     def sweep(self) -> None:
         now = time.monotonic()

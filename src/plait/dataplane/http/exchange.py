@@ -83,7 +83,7 @@ class Exchange:
         self.reason: Reason | None = None
         self.attempts = 0
         self.retries = 0
-        self.timer = None
+        self.timer = 0  # the route timeout's slot in mgr.deadlines; 0: none
         self.try_timer = None
         self.retry_handle = None
         self.reused = False
@@ -180,7 +180,7 @@ class Exchange:
             elif self.mirrors and (not req.has_body or self.request_done):
                 self._mirror()
         if route.timeout > 0:
-            self.timer = mgr.loop.call_later(route.timeout, self.on_timeout)
+            self.timer = mgr.deadlines.add(self, self.t_start + route.timeout)
         if req.expect_continue:
             self.down.send(_CONTINUE)
         self.attempt()
@@ -437,9 +437,9 @@ class Exchange:
         keep_alive = req.keep_alive and not self.mgr.draining
         if status == 101:
             self.upgraded = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            if self.timer:
+                self.mgr.deadlines.remove(self, self.timer)
+                self.timer = 0
             framing = b"connection: upgrade\r\nupgrade: %s\r\n" % (req.upgrade or b"")
             keep_alive = True  # the tunnel ends the connection when it ends
         else:
@@ -532,7 +532,7 @@ class Exchange:
         self.attempt_failed(Reason.UPSTREAM_TIMEOUT, "timeout")
 
     def on_timeout(self) -> None:
-        self.timer = None
+        self.timer = 0  # its slot was expired
         if self.finished:
             return
         self.cluster.stats.rq_timeout += 1
@@ -621,9 +621,9 @@ class Exchange:
             return
         self.finished = True
         self._end_attempt()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer:
+            self.mgr.deadlines.remove(self, self.timer)
+            self.timer = 0
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None

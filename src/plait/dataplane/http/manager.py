@@ -13,6 +13,7 @@ import time
 
 from plait.core.errors import Reason
 from plait.dataplane import filters
+from plait.dataplane.deadlines import Deadlines
 from plait.dataplane.config import ListenerConfig
 from plait.dataplane.http.caller import caller_headers
 from plait.dataplane.http.downstream import DownstreamConnection
@@ -21,7 +22,8 @@ from plait.dataplane.router import Router
 
 class HttpConnectionManager:
     def __init__(self, config: ListenerConfig, *, clusters, stats, access_log,
-                 loop: asyncio.AbstractEventLoop, events=None, node=("", "")) -> None:
+                 loop: asyncio.AbstractEventLoop, events=None, node=("", ""),
+                 deadlines: Deadlines | None = None) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
         self.filters = filters.build_chain(config.http_filters)
@@ -36,6 +38,7 @@ class HttpConnectionManager:
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.server: asyncio.AbstractServer | None = None
+        self.deadlines = deadlines if deadlines is not None else Deadlines()
         self._empty = asyncio.Event()
         self._empty.set()
 
