@@ -36,7 +36,9 @@ class _CompiledRoute:
         self.cum = list(accumulate(w.weight for w in route.weighted_clusters))
         self.total = self.cum[-1] if self.cum else 0
 
-    def matches(self, req) -> bool:
+    def matches(self, req, index: dict | None = None) -> bool:
+        """Whether the request matches; `index` is the request's header_index, built once
+        per request by the router when some route has header conditions."""
         target = req.target
         kind = self.kind
         if self.lower:
@@ -51,7 +53,7 @@ class _CompiledRoute:
                     return False
             elif self.regex.fullmatch(path) is None:
                 return False
-        if self.headers and not headers_match(self.headers, req):
+        if self.headers and not headers_match(self.headers, req, index):
             return False
         if self.query and not query_params_match(self.query, req.target):
             return False
@@ -63,16 +65,19 @@ class _CompiledRoute:
         return self.clusters[bisect_right(self.cum, random.random() * self.total)]
 
 
-def _values(name: bytes, req) -> list[bytes]:
-    if name[:1] == b":":
-        if name == b":method":
-            return [req.method]
-        if name == b":authority":
-            return [req.host] if req.host else []
-        if name == b":path":
-            return [req.target]
-        return []
-    return [v for n, v in req.headers if n == name]
+def header_index(req) -> dict[bytes, list[bytes]]:
+    """Header name → its values, pseudo-headers included: built once per request, so that
+    a table of routes with header conditions costs a dict probe per condition."""
+    index: dict[bytes, list[bytes]] = {b":method": [req.method], b":path": [req.target]}
+    if req.host:
+        index[b":authority"] = [req.host]
+    for name, value in req.headers:
+        values = index.get(name)
+        if values is None:
+            index[name] = [value]
+        else:
+            values.append(value)
+    return index
 
 
 def _matches(cond, values: list[bytes]) -> bool:
@@ -88,12 +93,17 @@ def _matches(cond, values: list[bytes]) -> bool:
     return cond.regex.fullmatch(value) is not None
 
 
-def headers_match(conditions, req) -> bool:
+_NONE: list = []
+
+
+def headers_match(conditions, req, index: dict | None = None) -> bool:
     """All conditions hold for the request (Envoy's HeaderMatcher semantics, incl. invert:
     a value condition on an absent header fails even when inverted; only a presence
     condition can be satisfied by absence)."""
+    if index is None:
+        index = header_index(req)
     for cond in conditions:
-        values = _values(cond.name, req)
+        values = index.get(cond.name, _NONE)
         if not values and cond.present is None:
             return False
         if _matches(cond, values) == cond.invert:
@@ -160,7 +170,10 @@ class Router:
         vh = self.virtual_host(req.host)
         if vh is None:
             return None
+        index = None
         for compiled in self._routes[id(vh)]:
-            if compiled.matches(req):
+            if compiled.headers and index is None:
+                index = header_index(req)
+            if compiled.matches(req, index):
                 return compiled
         return None
