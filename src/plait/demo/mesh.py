@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from rich.console import Console
 from plait.demo.app import READY_PREFIX as APP_READY
 from plait.demo.bootstrap import free_port
 from plait.demo.mesh_view import render
-from plait.demo.procs import ChildFailed, Supervisor
+from plait.demo.procs import ChildFailed, Supervisor, run_until_signal
 from plait.demo.traffic import ClientStats, Traffic
 from plait.demo.view import show
 
@@ -206,28 +205,9 @@ async def run(args: argparse.Namespace, stats: ClientStats, canary: Canary,
 
 
 async def main_async(args, stats: ClientStats, canary: Canary, console: Console) -> int:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    stopping = False
-
-    def on_signal() -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await run(args, stats, canary, console)
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-        console.print("stopped; every process the demo started has exited")
-    except (ChildFailed, TimeoutError, RuntimeError, httpx.HTTPError) as exc:
-        console.print(f"[red]demo failed:[/] {exc}")
-        return 1
-    return 0
+    return await run_until_signal(
+        lambda: run(args, stats, canary, console), console,
+        failures=(ChildFailed, TimeoutError, RuntimeError, httpx.HTTPError))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

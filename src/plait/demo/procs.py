@@ -129,3 +129,30 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def run_until_signal(main, console, *, failures: tuple = (ChildFailed,)) -> int:
+    """Run the coroutine `main()` until it ends or the first SIGINT/SIGTERM cancels it
+    (which stops the children it started). Returns 0, or 1 after one of `failures`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await main()
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        console.print("stopped; every process the demo started has exited")
+    except failures as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        return 1
+    return 0

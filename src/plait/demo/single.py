@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.console import Console
 
 from plait.demo import bootstrap
 from plait.demo.app import READY_PREFIX as APP_READY
-from plait.demo.procs import ChildFailed, Supervisor
+from plait.demo.procs import Supervisor, run_until_signal
 from plait.demo.traffic import ClientStats, Traffic
 from plait.demo.view import SidecarStats, render, show
 
@@ -72,28 +71,7 @@ async def run(args: argparse.Namespace, stats: ClientStats, console: Console) ->
 
 async def main_async(args: argparse.Namespace, stats: ClientStats, console: Console) -> int:
     """Runs the demo; the first SIGINT/SIGTERM cancels it (and so stops the children)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    stopping = False
-
-    def on_signal() -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await run(args, stats, console)
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-        console.print("stopped; every process the demo started has exited")
-    except ChildFailed as exc:
-        console.print(f"[red]demo could not start:[/] {exc}")
-        return 1
-    return 0
+    return await run_until_signal(lambda: run(args, stats, console), console)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
