@@ -1,11 +1,12 @@
 """Clusters and their load assignments, from DestinationRules and registry instances.
 
 A cluster is one (host, port, subset). Its policy comes from the host's DestinationRule,
-with the subset's own traffic policy winning field by field where it sets one, as in
+with the subset's own traffic policy winning section by section where it sets one, as in
 Istio. Endpoints are the instances whose labels include the subset's labels, grouped into
 localities by their `region`/`zone` labels; every locality carries a
 `load_balancing_weight` (gRPC drops a locality without one) equal to its number of
-endpoints, so traffic spreads evenly per endpoint across zones.
+endpoints, so traffic spreads evenly per endpoint across zones. For a caller with a
+locality the groups may also carry priorities or shares (`locality`).
 
 grpcio's xDS client (1.85, checked here) accepts only ROUND_ROBIN and RING_HASH in
 `lb_policy` and NACKs the whole Cluster response otherwise ("LB policy is not
@@ -22,6 +23,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
 
 from plait.controlplane.mesh import Instance
+from plait.controlplane.push import locality
 from plait.controlplane.push.index import MeshIndex, attr, seconds, spec
 
 Cluster = cluster_pb2.Cluster
@@ -148,22 +150,38 @@ def _set_limits(cluster: Cluster, index: MeshIndex, host: str, subset: str,
             if value is not None:
                 getattr(thresholds, field).value = int(value)
         cluster.circuit_breakers.thresholds.append(thresholds)
+    options = cluster.common_http_protocol_options
     per_connection = policy("connection_pool", "http", "max_requests_per_connection")
     if per_connection:
-        cluster.max_requests_per_connection.value = int(per_connection)
+        options.max_requests_per_connection.value = int(per_connection)
+    idle = seconds(policy("connection_pool", "http", "idle_timeout"))
+    if idle:
+        options.idle_timeout.CopyFrom(duration(idle))
     outlier = policy("outlier_detection")
     if outlier is not None:
         cluster.outlier_detection.CopyFrom(_outlier(outlier))
+        if outlier.min_health_percent is not None:
+            # Istio's minHealthPercent is Envoy's panic threshold. 0 (never panic) is sent
+            # as 1: the sidecar cannot yet balance with every host out and no panic.
+            cluster.common_lb_config.healthy_panic_threshold.value = float(
+                max(1, outlier.min_health_percent))
 
 
 def _outlier(o) -> outlier_detection_pb2.OutlierDetection:
     out = outlier_detection_pb2.OutlierDetection()
     for ours, istio in (("consecutive_5xx", "consecutive_5xx_errors"),
                         ("consecutive_gateway_failure", "consecutive_gateway_errors"),
+                        ("consecutive_local_origin_failure",
+                         "consecutive_local_origin_failures"),
                         ("max_ejection_percent", "max_ejection_percent")):
         value = getattr(o, istio, None)
         if value is not None:
             getattr(out, ours).value = int(value)
+    if o.consecutive_gateway_errors:
+        # Envoy enforces gateway failures at 0% unless told; Istio sets 100 when asked.
+        out.enforcing_consecutive_gateway_failure.value = 100
+    if o.split_external_local_origin_errors:
+        out.split_external_local_origin_errors = True
     for ours, istio in (("interval", "interval"), ("base_ejection_time", "base_ejection_time")):
         value = seconds(getattr(o, istio, None))
         if value is not None:
@@ -172,26 +190,59 @@ def _outlier(o) -> outlier_detection_pb2.OutlierDetection:
 
 
 def build_load_assignment(index: MeshIndex, *, name: str, host: str, port: int,
-                          subset: str) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints of the cluster; empty (not absent) when none match, so clients fail fast."""
+                          subset: str, client: locality.Client | None = None
+                          ) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints of the cluster; empty (not absent) when none match, so clients fail fast.
+    `client`: the caller's locality settings (push.locality), None for none."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     service = index.service(host)
     wanted = subset_labels(index, host, subset)
     if service is None or wanted is None:
         return assignment
     chosen = [i for i in service.instances if wanted.items() <= i.labels.items()]
+    if client is not None and client.distribute:
+        _distribute(assignment, chosen, client)
+        return assignment
+    ranks = {id(i): locality.priority(client, i.labels) if client else 0 for i in chosen}
+    levels = {rank: level for level, rank in enumerate(sorted(set(ranks.values())))}
+    groups: dict[tuple[int, str, str], list[Instance]] = {}
+    for instance in chosen:
+        key = (levels[ranks[id(instance)]], *_locality(instance))
+        groups.setdefault(key, []).append(instance)
+    for (level, region, zone), members in sorted(groups.items()):
+        added = _add_locality(assignment, region, zone, members)
+        added.priority = level
+        added.load_balancing_weight.value = max(1, sum(i.healthy for i in members))
+    return assignment
+
+
+def _distribute(assignment, chosen: list[Instance], client: locality.Client) -> None:
     by_locality: dict[tuple[str, str], list[Instance]] = {}
     for instance in chosen:
-        key = (instance.labels.get("region", ""), instance.labels.get("zone", ""))
-        by_locality.setdefault(key, []).append(instance)
+        by_locality.setdefault(_locality(instance), []).append(instance)
+    shares = locality.shares(client, sorted(by_locality))
     for (region, zone), members in sorted(by_locality.items()):
-        locality = assignment.endpoints.add()
-        locality.locality.region = region
-        locality.locality.zone = zone
-        locality.load_balancing_weight.value = max(1, sum(i.healthy for i in members))
-        for instance in sorted(members, key=lambda i: (i.address, i.port)):
-            locality.lb_endpoints.append(_lb_endpoint(instance))
-    return assignment
+        share = shares.get((region, zone))
+        if share is None:
+            continue  # a locality `distribute` leaves out takes no traffic
+        added = _add_locality(assignment, region, zone, members)
+        added.load_balancing_weight.value = max(1, round(share))
+        weight = max(1, round(share * locality.WEIGHT_SCALE / len(members)))
+        for endpoint in added.lb_endpoints:
+            endpoint.load_balancing_weight.value = weight
+
+
+def _locality(instance: Instance) -> tuple[str, str]:
+    return instance.labels.get("region", ""), instance.labels.get("zone", "")
+
+
+def _add_locality(assignment, region: str, zone: str, members: list[Instance]):
+    added = assignment.endpoints.add()
+    added.locality.region = region
+    added.locality.zone = zone
+    for instance in sorted(members, key=lambda i: (i.address, i.port)):
+        added.lb_endpoints.append(_lb_endpoint(instance))
+    return added
 
 
 def _lb_endpoint(instance: Instance) -> endpoint_components_pb2.LbEndpoint:

@@ -24,6 +24,8 @@ from plait.model.duration import parse_duration
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SERVICE_ENTRY = "ServiceEntry"
+GOVERNANCE_KINDS = ("RateLimit", "CircuitBreaker", "Degrade")  # push.governance
+MESH_GATEWAY = "mesh"  # Istio's name for "every sidecar" in a `gateways` list
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class MeshIndex:
         self.peer_authentications = view.resources("PeerAuthentication")  # push.security
         self.authorization_policies = view.resources("AuthorizationPolicy")
         self.destination_rules = _by_host(view.resources(DESTINATION_RULE), many=False)
+        # kind -> protected service -> resources, by namespace and name
+        self.governance = {kind: _by_service(view.resources(kind)) for kind in GOVERNANCE_KINDS}
         self.services = _services(view.instances(), view.resources(SERVICE_ENTRY),
                                   self.virtual_services)
         self._memo: dict[tuple, Any] = {}
@@ -67,8 +71,20 @@ class MeshIndex:
         return self.services.get(host)
 
     def routes_for(self, host: str) -> list:
-        """The `http` routes of the VirtualServices for host, in order of resource name."""
-        return [r for vs in self.virtual_services.get(host, ()) for r in (spec(vs).http or ())]
+        """The `http` routes of the VirtualServices for host, in order of resource name.
+        A VirtualService bound to gateways only (`gateways` set, without "mesh") is for
+        those gateways, not for sidecars, as in Istio, and is left out."""
+        return [r for vs in self.virtual_services.get(host, ()) if for_mesh(spec(vs).gateways)
+                for r in (spec(vs).http or ())]
+
+    def rules(self, kind: str, service: str) -> list:
+        """The governance resources of `kind` protecting `service`, by namespace and name."""
+        return self.governance.get(kind, {}).get(service, [])
+
+
+def for_mesh(gateways) -> bool:
+    """Whether a `gateways` list (of a VirtualService or of one match) covers sidecars."""
+    return not gateways or MESH_GATEWAY in gateways
 
 
 def spec(resource):
@@ -108,6 +124,13 @@ def _by_host(resources: list, *, many: bool) -> dict:
                 out.setdefault(host, []).append(resource)
             else:
                 out.setdefault(host, resource)  # Istio: the oldest rule wins; here the first name
+    return out
+
+
+def _by_service(resources: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for resource in sorted(resources, key=order_key):
+        out.setdefault(spec(resource).service, []).append(resource)
     return out
 
 

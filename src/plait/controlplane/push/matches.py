@@ -3,10 +3,13 @@
 Istio and Envoy agree on the meaning of each condition: regexes are RE2 and must match
 the whole value, an empty StringMatch on a header means "present", and `withoutHeaders`
 is a header match inverted. The pseudo-headers `:method`, `:authority` and `:scheme`
-carry Istio's method/authority/scheme matches, as Istio itself does.
+carry Istio's method/authority/scheme matches, as Istio itself does; `:authority` also
+carries a sidecar's `match.port` (see `routes`).
 """
 
 from __future__ import annotations
+
+import re
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
@@ -43,6 +46,14 @@ def fill_match(match: rc.RouteMatch, istio) -> None:
             query.present_match = True
         else:
             query.string_match.CopyFrom(string_matcher(value))
+
+
+def port_matcher(host: str, port: int, *, default: bool) -> rc.HeaderMatcher:
+    """A request addressed to `host` on `port`: `host:port`, or, when `default` (the
+    port is the one a bare `host` goes to), the bare host too. Host names ignore case."""
+    pattern = f"(?i){re.escape(host)}" + (f"(:{port})?" if default else f":{port}")
+    return rc.HeaderMatcher(name=":authority",
+                            string_match=string_pb2.StringMatcher(safe_regex=regex(pattern)))
 
 
 def header_matcher(name: str, value) -> rc.HeaderMatcher:

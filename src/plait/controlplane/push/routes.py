@@ -3,13 +3,22 @@
 One virtual host per service a proxy calls. Each `http` entry of the host's
 VirtualServices becomes one Envoy route per `match` (Istio ORs the matches of an entry;
 Envoy tries routes in order, so the expansion keeps Istio's first-match semantics), all
-sharing one action. A match with `sourceLabels` applies only to proxies whose app carries
-those labels. Without a VirtualService the host gets one catch-all route to the whole
-service, with Istio's default retry policy, as an Istio user would expect.
+sharing one action. Without a VirtualService the host gets one catch-all route to the
+whole service, with Istio's default retry policy, as an Istio user would expect.
 
-Each builder also returns the clusters its routes reach as (host, port, subset), so the
-caller serves exactly the clusters that are reachable. Faults: see `faults`. Not
-translated yet: per-destination header operations, `match.port` and `gateways`.
+Conditions about the caller are decided here, per proxy, as Istio decides them when it
+builds a proxy's config: a match with `sourceLabels` is kept only for callers whose
+labels (with `app`) include them, one with `sourceNamespace` only for callers of that
+namespace, one with `gateways` only if the list names `mesh`. `match.port` is the port
+the caller addressed: for a proxyless client it is known (its target) and decided here;
+for a sidecar it becomes a condition on `:authority` (`host:port`, or the bare host when
+the port is the service's default).
+
+Header operations: the entry's, then its destination's when it has exactly one; with
+several destinations, each destination's go on its weighted cluster (Envoy's place for
+them). Each builder also returns the clusters its routes reach as (host, port, subset),
+so the caller serves exactly the clusters that are reachable. Faults: see `faults`;
+circuit breakers: see `governance`. `corsPolicy` is not translated.
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.v3 import percent_pb2
 
+from plait.controlplane.push import governance
 from plait.controlplane.push.clusters import consistent_hash, duration
 from plait.controlplane.push.faults import set_route_fault
-from plait.controlplane.push.index import MeshIndex, attr, seconds
-from plait.controlplane.push.matches import fill_match, regex
+from plait.controlplane.push.index import MeshIndex, attr, for_mesh, seconds
+from plait.controlplane.push.matches import fill_match, port_matcher, regex
 from plait.controlplane.push.naming import outbound_cluster
 
 ClusterRef = tuple[str, int, str]  # (host, port, subset)
@@ -39,13 +49,15 @@ _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def virtual_host(index: MeshIndex, host: str, *, domains: list[str], proxyless: bool,
-                 port: int | None = None, labels: dict[str, str] | None = None
-                 ) -> tuple[rc.VirtualHost, set[ClusterRef]]:
+                 port: int | None = None, labels: dict[str, str] | None = None,
+                 namespace: str = "default") -> tuple[rc.VirtualHost, set[ClusterRef]]:
     """Routes for calls to `host`. `port`, when given, is the port the caller named and
-    replaces the service's default port for destinations on the same host; `labels` are
-    the calling app's, for `sourceLabels` matches."""
+    replaces the service's default port for destinations on the same host; `labels` and
+    `namespace` are the calling workload's, for `sourceLabels` and `sourceNamespace`."""
     vhost = rc.VirtualHost(name=host, domains=domains)
     refs: set[ClusterRef] = set()
+    # Proxyless clients have no breaker filter (gRPC would refuse a config it lacks).
+    breakers = None if proxyless else governance.breakers(index, host)
     http_routes = index.routes_for(host)
     if not http_routes:
         ref = (host, port or _default_port(index, host), "")
@@ -53,22 +65,57 @@ def virtual_host(index: MeshIndex, host: str, *, domains: list[str], proxyless: 
         route.match.prefix = "/"
         route.route.cluster = outbound_cluster(*ref)
         _set_retries(route.route, None)
-        _add_hash_policy(route.route, index, [ref])
+        _add_hash_policy(route.route, index, [ref], proxyless=proxyless)
+        _guard(route, breakers)
         refs.add(ref)
         return vhost, refs
-    labels = labels or {}
+    caller = _Caller(labels or {}, namespace, port or _default_port(index, host), proxyless)
     for number, http in enumerate(http_routes):
-        matches = [m for m in http.match if m.source_labels.items() <= labels.items()]
+        matches = [m for m in http.match if caller.may_match(m)]
         if http.match and not matches:
             continue  # every match is for other callers
         template = rc.Route(name=http.name or f"{host}-{number}")
         refs |= _fill_action(template, index, http, proxyless=proxyless, ports={host: port})
         set_route_fault(template, http.fault)
+        if template.HasField("route"):
+            _guard(template, breakers)
         for match in matches or [None]:
             route = vhost.routes.add()
             route.CopyFrom(template)
             fill_match(route.match, match)
+            if match is not None and match.port is not None and not proxyless:
+                route.match.headers.append(
+                    port_matcher(host, match.port, default=caller.port == match.port))
     return vhost, refs
+
+
+class _Caller:
+    """What a route's matches may ask about the caller, for one proxy."""
+
+    __slots__ = ("labels", "namespace", "port", "proxyless")
+
+    def __init__(self, labels: dict[str, str], namespace: str, port: int,
+                 proxyless: bool) -> None:
+        self.labels = labels
+        self.namespace = namespace
+        self.port = port  # the port a request without one goes to
+        self.proxyless = proxyless
+
+    def may_match(self, match) -> bool:
+        """False when the match can never apply to this caller (decided here)."""
+        if not match.source_labels.items() <= self.labels.items():
+            return False
+        if match.source_namespace is not None and match.source_namespace != self.namespace:
+            return False
+        if not for_mesh(match.gateways):
+            return False
+        # A proxyless client's port is known: the one it named, else the default.
+        return not (self.proxyless and match.port is not None and match.port != self.port)
+
+
+def _guard(route: rc.Route, breakers) -> None:
+    if breakers is not None:
+        route.typed_per_filter_config[governance.BREAKER_FILTER].Pack(breakers)
 
 
 def domains_for(index: MeshIndex, host: str, *extra: str) -> list[str]:
@@ -94,11 +141,16 @@ def _fill_action(route: rc.Route, index: MeshIndex, http, *, proxyless: bool,
         weighted = [(refs[0][0], 100)]
     elif not weighted:  # several destinations, no weights: an even split (the model's rule)
         weighted = [(ref, 1) for ref, _ in refs]
+    headers = {ref: d.headers for ref, d in zip((r for r, _ in refs), http.route)}
+    _header_operations(route, http.headers)
     if len(weighted) == 1:
         action.cluster = outbound_cluster(*weighted[0][0])
+        _header_operations(route, headers.get(weighted[0][0]))
     else:
         for ref, weight in weighted:
-            action.weighted_clusters.clusters.add(name=outbound_cluster(*ref)).weight.value = weight
+            entry = action.weighted_clusters.clusters.add(name=outbound_cluster(*ref))
+            entry.weight.value = weight
+            _header_operations(entry, headers.get(ref))
     used = {ref for ref, _ in weighted}
     timeout = seconds(http.timeout)
     if timeout is not None:
@@ -122,8 +174,7 @@ def _fill_action(route: rc.Route, index: MeshIndex, http, *, proxyless: bool,
         share = http.mirror_percentage.value if http.mirror_percentage is not None else 100.0
         mirror.runtime_fraction.default_value.numerator = round(share * 10_000)
         mirror.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
-    _header_operations(route, http.headers)
-    _add_hash_policy(action, index, sorted(used))
+    _add_hash_policy(action, index, sorted(used), proxyless=proxyless)
     return used
 
 
@@ -161,11 +212,16 @@ def _set_retries(action: rc.RouteAction, retries) -> None:
         policy.per_try_timeout.CopyFrom(duration(per_try))
 
 
-def _add_hash_policy(action: rc.RouteAction, index: MeshIndex, refs) -> None:
+def _add_hash_policy(action: rc.RouteAction, index: MeshIndex, refs, *,
+                     proxyless: bool) -> None:
     for host, port, subset in refs:
         settings = consistent_hash(index, host, subset, port)
         if settings is None:
             continue
+        if settings.http_query_parameter_name and not proxyless:
+            # The sidecar refuses a query-parameter key (and with it the whole table);
+            # without a key its ring hash picks at random.
+            return
         policy = action.hash_policy.add()
         if settings.http_header_name:
             policy.header.header_name = settings.http_header_name
@@ -204,11 +260,13 @@ def _redirect(out: rc.RedirectAction, istio) -> None:
                                             rc.RedirectAction.MOVED_PERMANENTLY)
 
 
-def _header_operations(route: rc.Route, headers) -> None:
+def _header_operations(target, headers) -> None:
+    """Add Istio `headers` operations to a Route or a weighted cluster entry."""
     for ops, to_add, to_remove in (
-        (attr(headers, "request"), route.request_headers_to_add, route.request_headers_to_remove),
-        (attr(headers, "response"), route.response_headers_to_add,
-         route.response_headers_to_remove),
+        (attr(headers, "request"), target.request_headers_to_add,
+         target.request_headers_to_remove),
+        (attr(headers, "response"), target.response_headers_to_add,
+         target.response_headers_to_remove),
     ):
         if ops is None:
             continue

@@ -12,8 +12,12 @@ Two shapes of client are served from the same mesh:
   RouteConfiguration of the same name, and the clusters and endpoints it reaches.
   Dependencies do not limit it: asking by name is the on-demand discovery of a host.
 
-Everything is memoised on the `MeshIndex`, keyed by what it depends on, so proxies of the
-same shape at the same revision share both the work and the serialised bytes.
+What differs between two sidecars of the same dependencies: their caller conditions
+(labels, namespace: `routes`), their locality (a cluster's endpoints may be prioritised
+for the caller's zone: `locality`), and, for instances of a service with a global rate
+limit, their share of it (`governance`). Everything is memoised on the `MeshIndex`, keyed
+by what it depends on, so proxies of the same shape at the same revision share both the
+work and the serialised bytes.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from plait.controlplane.mesh import MeshView
-from plait.controlplane.push import clusters, listeners, routes, security
-from plait.controlplane.push.index import MeshIndex, spec
+from plait.controlplane.push import clusters, governance, listeners, locality, routes, security
+from plait.controlplane.push.index import MeshIndex, attr, spec
 from plait.controlplane.push.naming import (
     INBOUND, OUTBOUND, inbound_cluster, outbound_cluster, split_target,
 )
@@ -67,7 +71,8 @@ def empty() -> Resources:
 def universe(index: MeshIndex, proxy: ProxyInfo, *, wildcard: bool,
              listener_names: frozenset[str] = frozenset()) -> Resources:
     """Every resource this proxy may see at this revision (named lookups choose from it)."""
-    key = ("universe", proxy.shape, wildcard, listener_names)
+    key = ("universe", proxy.shape, governance.share_key(index, proxy), wildcard,
+           listener_names)
     return index.memo(key, lambda: _universe(index, proxy, wildcard, listener_names))
 
 
@@ -76,7 +81,8 @@ def _universe(index, proxy, wildcard, listener_names) -> Resources:
     if wildcard or listener_names & SIDECAR_LISTENERS:
         _merge(out, sidecar(index, proxy))
     for name in sorted(listener_names - SIDECAR_LISTENERS):
-        _merge(out, api_listener(index, name, labels=proxy.labels))
+        _merge(out, api_listener(index, name, labels=caller_labels(proxy),
+                                 namespace=proxy.namespace))
     return out
 
 
@@ -85,8 +91,15 @@ def _merge(into: Resources, more: Resources) -> None:
         into[type_url].update(found)
 
 
+def caller_labels(proxy: ProxyInfo) -> tuple[tuple[str, str], ...]:
+    """The labels a rule sees on the calling workload: its own, plus `app` (as a
+    workload's labels carry it in Istio, for `sourceLabels: {app: web}`)."""
+    return tuple(sorted(security.workload_labels(proxy.app, proxy.labels).items()))
+
+
 def sidecar(index: MeshIndex, proxy: ProxyInfo) -> Resources:
-    return index.memo(("sidecar", proxy.shape), lambda: _sidecar(index, proxy))
+    key = ("sidecar", proxy.shape, governance.share_key(index, proxy))
+    return index.memo(key, lambda: _sidecar(index, proxy))
 
 
 def _sidecar(index: MeshIndex, proxy: ProxyInfo) -> Resources:
@@ -94,40 +107,48 @@ def _sidecar(index: MeshIndex, proxy: ProxyInfo) -> Resources:
     hosts = sorted(index.services) if proxy.calls_everything else [
         d for d in proxy.dependencies if d in index.services
     ]
+    labels = caller_labels(proxy)
     route_config, refs = _route_config(index, OUTBOUND, hosts, proxyless=False,
-                                       labels=proxy.labels)
+                                       labels=labels, namespace=proxy.namespace)
     for host in hosts:
         refs |= _subset_refs(index, host)
     out[ROUTE][OUTBOUND] = Resource.of(OUTBOUND, route_config)
+    guarded = any(governance.breakers(index, host) is not None for host in hosts)
     out[LISTENER][OUTBOUND] = index.memo(
-        ("listener", OUTBOUND, proxy.outbound_port),
-        lambda: Resource.of(OUTBOUND, listeners.outbound_listener(proxy.outbound_port)))
-    _add_clusters(out, index, refs, proxyless=False, mtls=proxy.mtls)
+        ("listener", OUTBOUND, proxy.outbound_port, guarded),
+        lambda: Resource.of(OUTBOUND, listeners.outbound_listener(
+            proxy.outbound_port, breakers=guarded)))
+    _add_clusters(out, index, refs, proxyless=False, mtls=proxy.mtls, labels=labels)
     if proxy.app_port:
         name = inbound_cluster(proxy.app or "app", proxy.app_port)
         out[CLUSTER][name] = Resource.of(
             name, clusters.static_cluster(name, listeners.LOOPBACK, proxy.app_port))
-        inbound = listeners.inbound_listener(proxy.inbound_port, cluster=name)
+        inbound = listeners.inbound_listener(
+            proxy.inbound_port, cluster=name,
+            rate_limit=governance.inbound_rate_limit(index, proxy))
         security.secure_inbound(index, proxy, inbound)
         out[LISTENER][INBOUND] = Resource.of(INBOUND, inbound)
     return out
 
 
-def api_listener(index: MeshIndex, name: str, *, labels: tuple = ()) -> Resources:
-    return index.memo(("api", name, labels), lambda: _api_listener(index, name, labels))
+def api_listener(index: MeshIndex, name: str, *, labels: tuple = (),
+                 namespace: str = "default") -> Resources:
+    return index.memo(("api", name, labels, namespace),
+                      lambda: _api_listener(index, name, labels, namespace))
 
 
-def _api_listener(index: MeshIndex, name: str, labels: tuple) -> Resources:
+def _api_listener(index: MeshIndex, name: str, labels: tuple, namespace: str) -> Resources:
     out = empty()
     host, port = split_target(name)
     if index.service(host) is None:
         return out  # absent from the answer: gRPC reports "does not exist" at once
     route_config, refs = _route_config(index, name, [host], proxyless=True,
-                                       extra_domains=(name,), port=port, labels=labels)
+                                       extra_domains=(name,), port=port, labels=labels,
+                                       namespace=namespace)
     refs |= _subset_refs(index, host)
     out[LISTENER][name] = Resource.of(name, listeners.api_listener(name))
     out[ROUTE][name] = Resource.of(name, route_config)
-    _add_clusters(out, index, refs, proxyless=True)
+    _add_clusters(out, index, refs, proxyless=True, labels=labels)
     return out
 
 
@@ -147,16 +168,17 @@ def _subset_refs(index: MeshIndex, host: str) -> set[routes.ClusterRef]:
 
 
 def _route_config(index: MeshIndex, name: str, hosts: list[str], *, proxyless: bool,
-                  labels: tuple, extra_domains: tuple[str, ...] = (), port: int | None = None):
+                  labels: tuple, namespace: str, extra_domains: tuple[str, ...] = (),
+                  port: int | None = None):
     config = route_pb2.RouteConfiguration(name=name)
     refs: set[routes.ClusterRef] = set()
     taken: set[str] = set()  # a domain in two virtual hosts makes Envoy reject the table
     for host in hosts:
         vhost, used = index.memo(
-            ("vhost", host, proxyless, extra_domains, port, labels),
+            ("vhost", host, proxyless, extra_domains, port, labels, namespace),
             lambda: routes.virtual_host(
                 index, host, domains=routes.domains_for(index, host, *extra_domains),
-                proxyless=proxyless, port=port, labels=dict(labels)))
+                proxyless=proxyless, port=port, labels=dict(labels), namespace=namespace))
         domains = [d for d in vhost.domains if d not in taken]
         if not domains:
             continue
@@ -171,7 +193,7 @@ def _route_config(index: MeshIndex, name: str, hosts: list[str], *, proxyless: b
 
 
 def _add_clusters(out: Resources, index: MeshIndex, refs, *, proxyless: bool,
-                  mtls: bool = False) -> None:
+                  mtls: bool = False, labels: tuple = ()) -> None:
     for host, port, subset in sorted(refs):
         name = outbound_cluster(host, port, subset)
         cluster = index.memo(("cluster", name, proxyless, mtls), lambda: Resource.of(
@@ -179,8 +201,20 @@ def _add_clusters(out: Resources, index: MeshIndex, refs, *, proxyless: bool,
                            proxyless=proxyless, mtls=mtls)))
         out[CLUSTER][name] = cluster
         if cluster.message.HasField("eds_cluster_config"):
-            out[ENDPOINT][name] = index.memo(("cla", name), lambda: Resource.of(
-                name, _assignment(index, name=name, host=host, port=port, subset=subset)))
+            client = _locality_client(index, host, subset, port, labels)
+            out[ENDPOINT][name] = index.memo(("cla", name, client), lambda: Resource.of(
+                name, _assignment(index, name=name, host=host, port=port, subset=subset,
+                                  client=client)))
+
+
+def _locality_client(index: MeshIndex, host: str, subset: str, port: int, labels: tuple):
+    """The caller's part in the cluster's endpoints (push.locality); None for none."""
+    if not labels:
+        return None
+    lb = clusters.traffic_policy(index, host, subset, port, "load_balancer")
+    outlier = clusters.traffic_policy(index, host, subset, port, "outlier_detection")
+    return locality.client_for(dict(labels), setting=attr(lb, "locality_lb_setting"),
+                               outlier_detection=outlier is not None)
 
 
 def _cluster(index: MeshIndex, *, mtls: bool, **how):
