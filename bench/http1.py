@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import signal
 import sys
@@ -28,8 +29,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from _harness import (Interference, LoadResult, Procs, cpu_plan, load_average, median_result,
-                      peak_rss_mb, run_paced, run_wrk)
+from _harness import (Interference, LoadResult, Procs, cpu_plan, group_cpu_ticks, load_average,
+                      median_result, peak_rss_mb, run_paced, run_wrk)
 from _peers import Server, require_tools, start_haproxy, start_nginx
 from _plait import start_sidecar
 
@@ -43,6 +44,7 @@ class Row:
     paced: LoadResult
     rss_mb: float | None
     other_load: float  # share of the proxy CPU used by processes not in the benchmark
+    cpu_us_per_request: float | None  # the proxy's own CPU time per request at saturation
 
 
 def start_proxy(name: str, procs: Procs, workdir: Path, upstream: Server, cpus) -> Server:
@@ -60,12 +62,16 @@ def measure(name: str, target: Server, procs: Procs, args, proxy_cpus, load_cpus
         run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup, cpus=load_cpus)
     interference = Interference(min(proxy_cpus), None if name == "direct" else target.proc)
     interference.start()
+    ticks = 0 if name == "direct" else group_cpu_ticks(target.proc)
     saturation = run_wrk(procs, target.url, connections=args.connections,
                          seconds=args.duration, cpus=load_cpus)
+    cpu_us = None
+    if name != "direct" and saturation.requests:
+        cpu_us = (group_cpu_ticks(target.proc) - ticks) / os.sysconf("SC_CLK_TCK") * 1e6 / saturation.requests
     paced = run_paced(procs, target.host, target.port, rate=args.rate,
                       seconds=args.duration, cpus=load_cpus)
     rss = None if name == "direct" else peak_rss_mb(target.proc)
-    return Row(name, saturation, paced, rss, interference.share())
+    return Row(name, saturation, paced, rss, interference.share(), cpu_us)
 
 
 def combine(rows: list[Row]) -> Row:
@@ -73,7 +79,12 @@ def combine(rows: list[Row]) -> Row:
     rss = [r.rss_mb for r in rows if r.rss_mb is not None]
     return Row(rows[0].name, median_result([r.saturation for r in rows]),
                median_result([r.paced for r in rows]), max(rss) if rss else None,
-               max(r.other_load for r in rows))
+               max(r.other_load for r in rows), _median([r.cpu_us_per_request for r in rows]))
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    return present[len(present) // 2] if present else None
 
 
 def _us(value: float) -> str:
@@ -89,7 +100,7 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
                         f"{args.rate} req/s fixed; {args.duration:g} s each"
                         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""))
     for col in ("name", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
-                f"added p50 @{args.rate}/s", "RSS MB", "errors", "other load"):
+                f"added p50 @{args.rate}/s", "CPU/req", "RSS MB", "errors", "other load"):
         table.add_column(col, justify="left" if col == "name" else "right")
     direct = rows.get("direct")
     added: dict[str, float | None] = {}
@@ -99,11 +110,13 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
             name, f"{row.saturation.rps:,.0f}", _us(row.saturation.p50_us), _us(row.saturation.p99_us),
             _us(row.paced.p50_us), _us(row.paced.p99_us),
             "—" if added[name] is None or name == "direct" else _us(added[name]),
+            "—" if row.cpu_us_per_request is None else f"{row.cpu_us_per_request:.1f} µs",
             "—" if row.rss_mb is None else f"{row.rss_mb:.1f}",
             str(row.saturation.errors + row.paced.errors), f"{row.other_load:.0%}")
     console.print(table)
-    console.print("  other load: the largest share of the proxy CPU that processes outside the "
-                  "benchmark used while a scenario was measured")
+    console.print("  CPU/req: the proxy's own CPU time (user + system) per request at saturation.\n"
+                  "  other load: the largest share of the proxy CPU that processes outside the "
+                  "benchmark took while a scenario was measured.")
     for name, row in rows.items():
         runs = row.paced.extra.get("runs", [row.paced.extra])
         lag = max(run["paced"]["lag_p99"] for run in runs)
