@@ -208,14 +208,33 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
     if not proxies:
         print("no proxies connected", file=sys.stderr)
         return 0
-    columns: list[str] = []
-    for proxy in proxies:
-        columns += [k for k in proxy if k not in columns]
-    table = _table(*(c.upper() for c in columns))
-    for proxy in proxies:
-        table.add_row(*(str(proxy.get(c, "")) for c in columns))
+    table = _table("PROXY", "APP", "MODE", "CONNECTED SINCE", "TYPE", "SENT", "ACKED",
+                   "PUSH→ACK", "LAST NACK")
+    for proxy in sorted(proxies, key=lambda p: str(p.get("node_id", ""))):
+        types = proxy.get("types") or {}
+        first = True
+        for type_name, t in sorted(types.items()):
+            nack = t.get("last_nack") or {}
+            latency = t.get("push_latency_ms")
+            acked = t.get("version_acked") or "-"
+            in_sync = acked == t.get("version_sent")
+            table.add_row(
+                str(proxy.get("node_id", "")) if first else "",
+                str(proxy.get("app", "")) if first else "",
+                str(proxy.get("mode", "")) if first else "",
+                str(proxy.get("connected_since", ""))[:19] if first else "",
+                type_name, _short(t.get("version_sent")),
+                _short(acked) if in_sync else f"[yellow]{_short(acked)}[/]",
+                f"{latency:.0f} ms" if isinstance(latency, (int, float)) else "-",
+                f"[red]{nack.get('error', '')}[/]" if nack else "")
+            first = False
     _console().print(table)
     return 0
+
+
+def _short(version) -> str:
+    text = str(version or "-")
+    return text if len(text) <= 12 else text[:12] + "…"
 
 
 # --- wiring --------------------------------------------------------------------------
