@@ -1,0 +1,334 @@
+"""What the governance features cost Plait's sidecar when they are configured but quiet.
+
+Two sidecar configurations route every request to the same nginx upstream:
+- none: one route, prefix "/" → cluster app, no filters, no cluster options;
+- governance: what an operator turns on for a service, set so that nothing trips under
+  the offered load: a rate limit rule keyed by a request header (x-tenant; the load sends
+  none, so every request shares the "no value" bucket) allowing 100,000 requests per
+  second, far above what one worker serves; an errorRatio circuit breaker on the route;
+  a retry policy on the route (5xx, connect-failure, reset; two retries, 2 s per try);
+  and on the cluster outlier detection, `circuit_breakers` thresholds (max_connections,
+  max_pending_requests, max_requests, max_retries) with a retry budget, and an active
+  HTTP health check every second.
+
+Each is measured the way bench/http1.py measures Plait: a fresh `plait sidecar
+--concurrency 1 --access-log off` alone on one CPU, nginx and the load on the other;
+wrk (one thread, --connections keep-alive connections) for --warmup then --duration
+seconds at saturation; then --rate req/s from `_paced.py` for --duration seconds, during
+which the sidecar's own CPU time per request is read from /proc. Rounds are interleaved
+(none, governance, none, ...) and each configuration is reported by its median round.
+After each governance run the sidecar's stats must show that nothing tripped (no
+refusal, rejection, ejection, overflow or retry) and that health checks ran; otherwise
+the run fails, since it would no longer measure quiet governance.
+
+Beside the load, the governance filters' own work per request (the rate limit and
+breaker `on_request`, the breaker's `on_complete`) is timed in this process on the same
+compiled config: best of five timings of 20,000 requests, which a busy machine disturbs
+far less than a saturation run. The last line printed is the summary other tools read:
+
+    governance: cost_pct=<(1 - governance/none) × 100> rps_none=<..> rps_governance=<..>
+
+Method and recorded numbers: docs/performance.md ("Governance filters").
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import sys
+import tempfile
+import timeit
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from rich.console import Console
+from rich.table import Table
+
+from plait.codec.http1 import Request
+from plait.dataplane import filters
+from plait.dataplane.bootstrap import parse_bootstrap
+from plait.dataplane.filters import circuit_breaker, rate_limit
+from plait.dataplane.http.exchange import Exchange
+from plait.dataplane.router import Router
+from plait.testing import sidecar as sc
+
+from _harness import (Interference, LoadResult, Procs, cpu_plan, free_port, group_cpu_ticks,
+                      load_average, median_result, run_paced, run_wrk)
+from _peers import Server, require_tools, start_nginx
+from _plait import start_sidecar
+
+SCENARIOS = ("none", "governance")
+TYPED_STRUCT = "type.googleapis.com/xds.type.v3.TypedStruct"
+RATE_LIMIT_PER_S = 100_000
+
+# Counters that move when a governance feature acts; all must stay 0 in a quiet run.
+TRIPS = ("plait_rate_limit_refused_total", "plait_circuit_breaker_opened_total",
+         "plait_circuit_breaker_rejected_total", "plait_degrade_fallback_total",
+         "plait_outlier_ejections_total", "plait_health_check_failure_total",
+         "plait_health_check_ejections_total", "plait_upstream_cx_overflow_total",
+         "plait_upstream_rq_pending_overflow_total", "plait_upstream_rq_retry_total",
+         "plait_upstream_rq_retry_overflow_total",
+         "plait_upstream_rq_retry_budget_exhausted_total", "plait_lb_healthy_panic_total")
+
+
+def typed_struct(type_url: str, value: dict) -> dict:
+    return {"@type": TYPED_STRUCT, "type_url": type_url, "value": value}
+
+
+def rate_limit_filter() -> dict:
+    """The listener's rate limit: one rule keyed by a header, far above the load."""
+    return {"name": rate_limit.NAME, "typed_config": typed_struct(rate_limit.TYPE_URL, {
+        "rules": [{"name": "per-tenant", "key": "header:x-tenant",
+                   "tokensPerFill": RATE_LIMIT_PER_S, "fillIntervalMs": 1000,
+                   "maxTokens": RATE_LIMIT_PER_S}]})}
+
+
+def breaker_config() -> dict:
+    """The route's circuit breaker: errorRatio over 10 s, as a Sentinel rule would be."""
+    return {circuit_breaker.NAME: typed_struct(circuit_breaker.TYPE_URL, {
+        "breakers": [{"name": "app-errors", "strategy": "errorRatio", "threshold": 0.5,
+                      "minRequests": 20, "statWindowMs": 10000, "openDurationMs": 30000,
+                      "halfOpenRequests": 3}]})}
+
+
+def app_cluster(scenario: str, upstream: Server) -> dict:
+    if scenario == "none":
+        return sc.cluster("app", [upstream.port])
+    thresholds = sc.retry_budget(budget_percent=20.0, min_retry_concurrency=10)["thresholds"][0]
+    thresholds.update(priority="DEFAULT", max_connections=100, max_pending_requests=100,
+                      max_requests=200, max_retries=3)
+    return sc.cluster(
+        "app", [upstream.port],
+        outlier_detection={**sc.outlier_detection(
+            consecutive_5xx=5, consecutive_gateway_failure=5, base_ejection_time=30,
+            max_ejection_time=300, max_ejection_percent=50), "interval": sc.duration(10)},
+        circuit_breakers={"thresholds": [thresholds]},
+        health_checks=[{"timeout": sc.duration(1), "interval": sc.duration(1),
+                        "unhealthy_threshold": 3, "healthy_threshold": 2,
+                        "http_health_check": {"path": "/healthz"}}])
+
+
+def bootstrap(scenario: str, upstream: Server) -> dict:
+    if scenario == "none":
+        route = sc.route("app")
+        http_filters = []
+    else:
+        route = sc.route("app", retry=sc.retry_policy("5xx,connect-failure,reset",
+                                                      num_retries=2, per_try_timeout=2.0),
+                         per_filter=breaker_config())
+        # The breaker's config is the route's; the listener only places it in the chain,
+        # after the rate limit (so refused requests never count as a probe).
+        http_filters = [rate_limit_filter(), {"name": circuit_breaker.NAME}]
+    listener = sc.listener("outbound", [sc.virtual_host("all", ["*"], [route])],
+                           port=free_port(), http_filters=http_filters)
+    config = sc.bootstrap(listeners=[listener], clusters=[app_cluster(scenario, upstream)],
+                          node="bench")
+    config["admin"]["address"] = sc.address(free_port())
+    return config
+
+
+def filter_cost_us(scenario: str) -> float:
+    """Microseconds per request of the governance filters (on_request, on_complete) on
+    wrk's `GET /`, through the compiled config, outside any I/O."""
+    config = bootstrap(scenario, Server(None, "127.0.0.1", 1))
+    listener = parse_bootstrap(json.dumps(config)).snapshot.listeners[0]
+    chain = filters.build_chain(listener.http_filters)
+    completions = filters.completions(chain)
+    if not chain:
+        return 0.0
+    head = Request(b"GET", b"/", False, [(b"host", b"127.0.0.1:8080")], b"127.0.0.1:8080",
+                   True, False, -1, None, False)
+    ex = Exchange(SimpleNamespace(mgr=None), head)
+    ex.route = Router(listener.route_table).route(head).route
+    ex.code = 200
+
+    def one_request() -> None:
+        ex.filter_state = None
+        for f in chain:
+            if not f.on_request(ex):
+                raise RuntimeError("a governance filter refused a quiet request")
+        for f in completions:
+            f.on_complete(ex)
+
+    one_request()
+    calls = 20_000
+    return min(timeit.repeat(one_request, number=calls, repeat=5)) / calls * 1e6
+
+
+def check_routed(target: Server) -> None:
+    """One request must reach the upstream before we measure."""
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        reply = conn.getresponse()
+        reply.read()
+    finally:
+        conn.close()
+    if reply.status != 200:
+        raise RuntimeError(f"a request through the sidecar got {reply.status}, not 200")
+
+
+def scrape(admin_port: int) -> sc.Metrics:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/stats/prometheus")
+        reply = conn.getresponse()
+        body = reply.read()
+    finally:
+        conn.close()
+    if reply.status != 200:
+        raise RuntimeError(f"admin /stats/prometheus answered {reply.status}")
+    return sc.Metrics(body.decode())
+
+
+@dataclass
+class Row:
+    saturation: LoadResult
+    paced: LoadResult
+    cpu_us: float  # the sidecar's CPU time per request at the fixed rate
+    other_load: float  # share of the proxy CPU used by processes not in the benchmark
+    hc_attempts: int
+
+
+def measure(scenario: str, procs: Procs, workdir: Path, upstream: Server, args, proxy_cpus,
+            load_cpus) -> Row:
+    config = bootstrap(scenario, upstream)
+    admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+    target = start_sidecar(procs, workdir, upstream, cpus=proxy_cpus, config=config)
+    try:
+        check_routed(target)
+        if args.warmup:
+            run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup,
+                    cpus=load_cpus)
+        interference = Interference(min(proxy_cpus), target.proc)
+        interference.start()
+        saturation = run_wrk(procs, target.url, connections=args.connections,
+                             seconds=args.duration, cpus=load_cpus)
+        served0 = scrape(admin_port).value("plait_downstream_rq_total")
+        ticks0 = group_cpu_ticks(target.proc)
+        paced = run_paced(procs, target.host, target.port, rate=args.rate,
+                          seconds=args.duration, cpus=load_cpus)
+        ticks = group_cpu_ticks(target.proc) - ticks0
+        stats = scrape(admin_port)
+        served = stats.value("plait_downstream_rq_total") - served0
+        other = interference.share()
+    finally:
+        procs.stop(target.proc)
+    tripped = {name: stats.value(name) for name in TRIPS if stats.value(name)}
+    if tripped:
+        raise RuntimeError(f"{scenario}: governance acted during the run: {tripped}")
+    hc = int(stats.value("plait_health_check_attempt_total"))
+    if scenario == "governance" and hc == 0:
+        raise RuntimeError("governance: no health check ran during the run")
+    cpu_us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / served if served else 0.0
+    return Row(saturation, paced, cpu_us, other, hc)
+
+
+def combine(rows: list[Row]) -> Row:
+    """One row from several rounds: medians of the measurements, the worst other load."""
+    cpu = sorted(r.cpu_us for r in rows)
+    return Row(median_result([r.saturation for r in rows]),
+               median_result([r.paced for r in rows]), cpu[len(cpu) // 2],
+               max(r.other_load for r in rows), max(r.hc_attempts for r in rows))
+
+
+def _us(value: float) -> str:
+    return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.0f} µs"
+
+
+def report(rows: dict[str, Row], runs: dict[str, list[Row]], costs: dict[str, float], args,
+           console: Console) -> str:
+    table = Table(title=f"Governance filters: {args.connections} connections at saturation; "
+                        f"{args.rate} req/s fixed; {args.duration} s each; "
+                        f"median of {args.rounds} round(s)")
+    for col in ("config", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
+                f"CPU/req @{args.rate}/s", "filters µs/req", "errors", "other load"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for name, r in rows.items():
+        table.add_row(name, f"{r.saturation.rps:,.0f}", _us(r.saturation.p50_us),
+                      _us(r.saturation.p99_us), _us(r.paced.p50_us), _us(r.paced.p99_us),
+                      _us(r.cpu_us), f"{costs[name]:.2f}",
+                      str(r.saturation.errors + r.paced.errors), f"{r.other_load:.0%}")
+    console.print(table)
+    console.print("  other load: the largest share of the proxy CPU that processes outside the "
+                  "benchmark used while a configuration was measured")
+    for name, rs in runs.items():
+        console.print(f"  {name}: req/s by round "
+                      + ", ".join(f"{r.saturation.rps:,.0f}" for r in rs)
+                      + "; CPU/req by round " + ", ".join(_us(r.cpu_us) for r in rs)
+                      + "; other load by round " + ", ".join(f"{r.other_load:.0%}" for r in rs))
+    gov = rows.get("governance")
+    if gov is not None:
+        console.print(f"  governance: nothing tripped; {gov.hc_attempts} health checks in the "
+                      f"longest-lived run")
+    base = rows.get("none")
+    if base is None or gov is None or base.saturation.rps <= 0:
+        return "governance: cost_pct=n/a rps_none=n/a rps_governance=n/a"
+    cost = (1 - gov.saturation.rps / base.saturation.rps) * 100
+    return (f"governance: cost_pct={cost:.1f} rps_none={base.saturation.rps:.0f} "
+            f"rps_governance={gov.saturation.rps:.0f}")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk before measuring")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections")
+    ap.add_argument("--rate", type=int, default=1000, help="fixed-rate load, req/s")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (1..9)")
+    args = ap.parse_args(argv)
+    if not 1 <= args.rounds <= 9:
+        ap.error("--rounds must be 1..9")
+    if not 1 <= args.duration <= 300 or not 0 <= args.warmup <= 60:
+        ap.error("--duration must be 1..300 seconds and --warmup 0..60")
+    if not 1 <= args.rate <= 20_000:
+        ap.error("--rate must be 1..20000")
+    return args
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    require_tools("nginx", "wrk")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _terminate)
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    proxy_cpus, load_cpus = cpu_plan()
+    if proxy_cpus == load_cpus:
+        console.print("[yellow]one CPU only: proxy and load share it; numbers say little[/]")
+    load_before = load_average()
+    runs: dict[str, list[Row]] = {}
+    with tempfile.TemporaryDirectory(prefix="plait-bench-governance-") as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
+            for round_no in range(1, args.rounds + 1):
+                for scenario in SCENARIOS:
+                    console.print(f"[bold]{scenario}[/]: measuring (round {round_no}/{args.rounds}) …")
+                    runs.setdefault(scenario, []).append(measure(
+                        scenario, procs, Path(tmp), upstream, args, proxy_cpus, load_cpus))
+        except KeyboardInterrupt:
+            console.print("interrupted; stopping everything")
+            return 130
+        except RuntimeError as exc:
+            console.print(f"[red]benchmark failed:[/] {exc}")
+            return 1
+        finally:
+            procs.stop_all()
+    costs = {name: filter_cost_us(name) for name in SCENARIOS}
+    summary = report({name: combine(rs) for name, rs in runs.items()}, runs, costs, args,
+                     console)
+    console.print(f"load average {load_before:.2f} before, {load_average():.2f} after")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
