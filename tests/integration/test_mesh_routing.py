@@ -124,6 +124,10 @@ def test_a_killed_sidecar_leaves_when_its_lease_expires(mesh, callers):
                timeout=ttl + 2.0, what="the killed instance's lease expires")
     wait_until(lambda: endpoint not in web.service_endpoints("pricing"),
                timeout=RULE_DEADLINE, what=f"web drops {endpoint}")
+    # When the instance on the lowest port leaves, the service's port, and so its
+    # cluster's name, changes. A sidecar that applied the renamed cluster before its
+    # endpoints came would pass the wait above with no endpoints at all, and answer 503
+    # (no_cluster, then no_healthy_upstream) for a moment.
     assert web.served_by("pricing", 20).keys() <= PRICING
 
 

@@ -28,7 +28,7 @@ def config_dump(snapshot: Snapshot, xds=None) -> dict:
                       "connected_since": st.connected_since, "versions": st.versions,
                       "applied_version": st.applied_version, "acks": st.acks,
                       "nacks": st.nacks, "last_nack": st.last_nack,
-                      "last_error": st.last_error}
+                      "last_error": st.last_error, "waiting": st.waiting}
     return out
 
 

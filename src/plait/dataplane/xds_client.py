@@ -9,6 +9,14 @@ loop with `call_soon_threadsafe`. Flow, as Envoy does it:
     listeners name route configs: subscribe RDS; EDS clusters name assignments: subscribe EDS →
     when every named resource has arrived, compile one snapshot and apply it atomically
 
+"Arrived" means present in the latest response of its type, as Envoy warms a cluster
+until its ClusterLoadAssignment comes: when a cluster is renamed, the endpoint response
+already on its way answers the old names, and applying then would route to a cluster
+without endpoints (503s) until the answer to the new subscription came. So a control
+plane must send an assignment, empty if need be, for every EDS cluster (Plait's and
+Istio's do); until it has, the sidecar serves its last complete config, and the admin
+endpoint's `xds.waiting` names what is missing.
+
 A NACKed response changes nothing: the sidecar keeps serving its last good config. The
 stream reconnects with jittered exponential back-off, resubscribing from scratch.
 """
@@ -58,6 +66,7 @@ class XdsStatus:
     last_nack: str = ""
     last_error: str = ""
     applied_version: str = ""
+    waiting: str = ""  # what a newer config waits for before it is applied
 
 
 class AdsClient:
@@ -183,8 +192,6 @@ class AdsClient:
             out += self._resubscribe(ROUTE, _rds_names(resources.values()), state)
         elif type_url == CLUSTER:
             out += self._resubscribe(ENDPOINT, _eds_names(resources.values()), state)
-        elif type_url == ENDPOINT:
-            state.eds_seen = state.names.get(ENDPOINT, frozenset())
         self._maybe_apply(state)
         return out
 
@@ -199,17 +206,22 @@ class AdsClient:
         if LISTENER not in got or CLUSTER not in got:
             return
         routes = got.get(ROUTE, {})
-        if not state.names.get(ROUTE, frozenset()) <= routes.keys():
-            return  # a listener's routes have not arrived yet
-        if state.names.get(ENDPOINT) and state.eds_seen != state.names[ENDPOINT]:
-            return  # endpoints for the current clusters have not arrived yet
+        assignments = got.get(ENDPOINT, {})
+        missing = [f"RouteConfiguration {n}" for n in
+                   sorted(state.names.get(ROUTE, frozenset()) - routes.keys())]
+        missing += [f"ClusterLoadAssignment {n}" for n in
+                    sorted(state.names.get(ENDPOINT, frozenset()) - assignments.keys())]
+        if missing:
+            self.status.waiting = ", ".join(missing)
+            return
+        self.status.waiting = ""
         versions = tuple(state.versions.get(t, "") for t in (LISTENER, ROUTE, CLUSTER, ENDPOINT))
         version = "/".join(versions)
         try:
             snapshot = compile_snapshot(
                 version=version, listeners=got[LISTENER].values(),
                 clusters=got[CLUSTER].values(), routes=routes.values(),
-                endpoints=got.get(ENDPOINT, {}).values(), node_id=self.node.id,
+                endpoints=assignments.values(), node_id=self.node.id,
                 admin=self.admin)
         except Exception as exc:  # ConfigError, or input the compiler did not foresee
             self.status.last_nack = f"snapshot {version}: {exc}"
@@ -224,7 +236,6 @@ class _StreamState:
         self.versions: dict[str, str] = {}
         self.nonces: dict[str, str] = {}
         self.names: dict[str, frozenset] = {}
-        self.eds_seen: frozenset | None = None
 
 
 def _name(type_url: str, msg) -> str:

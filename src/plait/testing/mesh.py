@@ -87,6 +87,13 @@ class Reply:
         """The name of the upstream instance that answered ("" for a sidecar's own reply)."""
         return self.headers.get("x-upstream-name", "")
 
+    @property
+    def failure(self) -> str:
+        """"<status>", or "<status reason>" for a sidecar's own reply: how a failed call
+        is told apart in a count."""
+        reason = self.headers.get("x-plait-error")
+        return f"<{self.status} {reason}>" if reason else f"<{self.status}>"
+
     def json(self):
         return json.loads(self.body)
 
@@ -250,11 +257,12 @@ class App:
         return reply
 
     def served_by(self, service: str, n: int, path: str = "/echo") -> Counter:
-        """Who answered `n` calls to `service`; failed calls count under "<status>"."""
+        """Who answered `n` calls to `service`; failed calls count under "<status>", or
+        "<status reason>" when a sidecar answered itself (its `x-plait-error`)."""
         out: Counter = Counter()
         for _ in range(n):
             reply = self.call(service, path)
-            out[reply.served_by if reply.status == 200 else f"<{reply.status}>"] += 1
+            out[reply.served_by if reply.status == 200 else reply.failure] += 1
         return out
 
     def close_connection(self) -> None:
