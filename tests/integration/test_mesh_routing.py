@@ -196,6 +196,30 @@ FEATURES = {
     "fault abort": (
         [{**TO_PRICING, "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}}}],
         [(("GET", "/echo"), {"status": 503})]),
+    "destination header edits": (
+        [{"name": "rest", "route": [{"destination": {"host": "pricing"}, "headers": {
+            "request": {"set": {"x-dest": "pricing"}},
+            "response": {"set": {"x-dest-policy": "on"}}}}]}],
+        [(("GET", "/echo"), {"upstream_header": ("x-dest", "pricing"),
+                             "header": ("x-dest-policy", "on")})]),
+    "prefix rewrite": (
+        [{**TO_PRICING, "match": [{"uri": {"prefix": "/v1/"}}], "rewrite": {"uri": "/"}}],
+        [(("GET", "/v1/echo"), {"status": 200, "upstream_path": "/echo"})]),
+    "regex rewrite": (
+        [{**TO_PRICING, "rewrite": {"uriRegexRewrite": {"match": "^/old/([a-z]+)$",
+                                                        "rewrite": "/\\1"}}}],
+        [(("GET", "/old/echo"), {"status": 200, "upstream_path": "/echo"})]),
+    "retries": (  # the first try on each instance fails; the third try succeeds
+        [{**TO_PRICING, "retries": {"attempts": 3, "retryOn": "5xx"}}],
+        [(("GET", "/flaky/retries/1/status/503"), {"status": 200, "upstream": True})]),
+    "source labels, this caller": (
+        [{"name": "web-only", "match": [{"sourceLabels": {"app": "web"}}],
+          "directResponse": {"status": 203}}, TO_PRICING],
+        [(("GET", "/echo"), {"status": 203})]),
+    "source labels, other callers": (
+        [{"name": "checkout-only", "match": [{"sourceLabels": {"app": "checkout"}}],
+          "directResponse": {"status": 203}}, TO_PRICING],
+        [(("GET", "/echo"), {"status": 200, "upstream": True})]),
 }
 KNOWN_BUGS: dict[str, str] = {}
 
@@ -220,6 +244,8 @@ def test_an_applied_route_rule_acts_on_calls(mesh, callers, feature):
             name = want["upstream_header"][0]
             got = [v for n, v in reply.json()["headers"] if n == name] if reply.served_by else []
             seen["upstream_header"] = (name, got[0] if got else None)
+        if "upstream_path" in want:
+            seen["upstream_path"] = reply.json()["path"] if reply.served_by else None
         assert {k: seen[k] for k in want} == want, f"{method} {path}"
 
 
