@@ -114,9 +114,14 @@ def compile_config(msg: TypedStruct, path: str) -> CircuitBreakerConfig:
 
 
 class Window:
-    """Counts of the last `seconds`, in BUCKETS slices: (requests, errors, slow)."""
+    """Counts of the last `seconds`, in BUCKETS slices: (requests, errors, slow).
 
-    __slots__ = ("width", "epochs", "totals", "errors", "slow")
+    The window's sums are kept as running totals and added up from the slices again only
+    when time enters another slice (at most once per `seconds / BUCKETS`), so counting an
+    outcome is a few additions, not a walk over every slice."""
+
+    __slots__ = ("width", "epochs", "totals", "errors", "slow", "epoch", "slot", "sum_total",
+                 "sum_errors", "sum_slow")
 
     def __init__(self, seconds: float) -> None:
         self.width = seconds / BUCKETS
@@ -127,17 +132,31 @@ class Window:
         self.totals = [0] * BUCKETS
         self.errors = [0] * BUCKETS
         self.slow = [0] * BUCKETS
+        self.epoch = None  # the slice the running sums were added up for
+        self.slot = 0
+        self.sum_total = self.sum_errors = self.sum_slow = 0
 
     def add(self, now: float, error: bool, slow: bool) -> tuple[int, int, int]:
         """Count one outcome at `now`; return the window's sums."""
         epoch = int(now / self.width)
+        if epoch != self.epoch:
+            self._enter(epoch)
+        i = self.slot
+        self.totals[i] += 1
+        self.errors[i] += error
+        self.slow[i] += slow
+        self.sum_total += 1
+        self.sum_errors += error
+        self.sum_slow += slow
+        return self.sum_total, self.sum_errors, self.sum_slow
+
+    def _enter(self, epoch: int) -> None:
+        """Start counting in `epoch`'s slice: clear it if it held an older one, and add up
+        the slices still in the window (those of the last BUCKETS epochs)."""
         i = epoch % BUCKETS
         if self.epochs[i] != epoch:
             self.epochs[i] = epoch
             self.totals[i] = self.errors[i] = self.slow[i] = 0
-        self.totals[i] += 1
-        self.errors[i] += error
-        self.slow[i] += slow
         oldest = epoch - BUCKETS + 1
         total = errors = slows = 0
         for k in range(BUCKETS):
@@ -145,7 +164,8 @@ class Window:
                 total += self.totals[k]
                 errors += self.errors[k]
                 slows += self.slow[k]
-        return total, errors, slows
+        self.epoch, self.slot = epoch, i
+        self.sum_total, self.sum_errors, self.sum_slow = total, errors, slows
 
 
 REFUSE, PASS, PROBE = 0, 1, 2

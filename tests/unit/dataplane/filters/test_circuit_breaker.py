@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters import circuit_breaker as cb
@@ -30,6 +32,22 @@ def test_the_window_slides():
     assert w.add(0.99, False, False) == (3, 1, 1)
     assert w.add(1.05, False, False) == (3, 0, 1)  # the first bucket [0, 0.1) left
     assert w.add(3.00, True, False) == (1, 1, 0)
+
+
+@given(st.lists(st.tuples(st.integers(0, 400), st.booleans(), st.booleans()), max_size=300))
+def test_the_window_sums_are_those_of_the_outcomes_in_it(steps):
+    # The running sums against a recount of every outcome of the last ten slices, over
+    # gaps of up to four slices and bursts within one.
+    w = cb.Window(1.0)
+    seen, t_ms = [], 0
+    for gap_ms, error, slow in steps:
+        t_ms += gap_ms
+        now = t_ms / 1000
+        epoch = int(now / w.width)
+        seen.append((epoch, error, slow))
+        live = [(e, s) for ep, e, s in seen if ep > epoch - cb.BUCKETS]
+        assert w.add(now, error, slow) == (len(live), sum(e for e, _ in live),
+                                           sum(s for _, s in live))
 
 
 def run(b: cb.Breaker, cfg, outcomes, at: float = 0.0):
