@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters.typed_struct import (
-    Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
+    MATCH_ALL, Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
 )
 from plait.dataplane.http.caller import CALLER, CALLER_APP
 
@@ -56,8 +56,8 @@ class RuleConfig:
     tokens_per_fill: int
     fill_interval: float  # seconds
     max_tokens: int
-    header: bytes = b""  # Key.HEADER: the header's name, lower case
-    match: RequestMatch = RequestMatch()
+    header: bytes = b""  # app, caller, header:<name>: the header read, lower case
+    match: RequestMatch = MATCH_ALL
     status: int = 429
     fallback: Fallback | None = None
     service: str = ""  # the protected service, for events ("" = this sidecar's app)
@@ -70,6 +70,7 @@ class RateLimitConfig:
 
 
 def _key(text: str, path: str) -> tuple[Key, bytes]:
+    """The key kind and the header its value is read from (b"" for none)."""
     if text.startswith("header:"):
         name = text[7:]
         if not name or any(c in name for c in " \t\r\n\0:"):
@@ -81,7 +82,7 @@ def _key(text: str, path: str) -> tuple[Key, bytes]:
         key = None
     if key is None or key is Key.HEADER:
         raise ConfigError(path, "expected service, app, caller, method or header:<name>")
-    return key, b""
+    return key, CALLER_APP if key is Key.APP else CALLER if key is Key.CALLER else b""
 
 
 def compile_config(msg: TypedStruct, path: str) -> RateLimitConfig:
@@ -116,11 +117,12 @@ def compile_config(msg: TypedStruct, path: str) -> RateLimitConfig:
 class Buckets:
     """One rule's token buckets: key value -> [tokens, time of the last fill]."""
 
-    __slots__ = ("entries", "max_keys")
+    __slots__ = ("entries", "max_keys", "last")
 
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self.entries: OrderedDict[bytes, list] = OrderedDict()
         self.max_keys = max_keys
+        self.last = None  # the key of the last take: already the most recently used
 
     def take(self, rule: RuleConfig, key: bytes, now: float) -> bool:
         """Take a token from `key`'s bucket at time `now`; False if it is empty."""
@@ -131,11 +133,13 @@ class Buckets:
                 entries.popitem(last=False)
             b = entries[key] = [rule.max_tokens, now]
         else:
-            entries.move_to_end(key)
+            if key != self.last:  # one key after another (a service key): no reordering
+                entries.move_to_end(key)
             fills = int((now - b[1]) / rule.fill_interval)
             if fills > 0:
                 b[0] = min(rule.max_tokens, b[0] + fills * rule.tokens_per_fill)
                 b[1] += fills * rule.fill_interval
+        self.last = key
         if b[0] >= 1:
             b[0] -= 1
             return True
@@ -149,7 +153,7 @@ def key_of(rule: RuleConfig, ex) -> bytes:
         return b""
     if kind is Key.METHOD:
         return ex.request.method
-    name = CALLER_APP if kind is Key.APP else CALLER if kind is Key.CALLER else rule.header
+    name = rule.header
     for n, v in ex.request.headers:
         if n == name:
             return v
@@ -177,7 +181,7 @@ class RateLimitFilter:
             return True
         now = None
         for rule in cfg.rules:
-            if not rule.match.matches(ex):
+            if rule.match is not MATCH_ALL and not rule.match.matches(ex):
                 continue
             buckets = self.states.get(rule.state_key)
             if buckets is None:

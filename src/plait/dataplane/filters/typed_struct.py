@@ -22,8 +22,8 @@ from plait.dataplane.config import HeaderMatch
 from plait.dataplane.http.caller import CALLER_APP
 from plait.dataplane.http.local_reply import ERROR_HEADER
 
-__all__ = ["TypedStruct", "Fields", "unpack", "RequestMatch", "request_match", "Fallback",
-           "fallback"]
+__all__ = ["TypedStruct", "Fields", "unpack", "RequestMatch", "MATCH_ALL", "request_match",
+           "Fallback", "fallback"]
 
 
 def unpack(msg: TypedStruct, type_url: str, path: str) -> dict:
@@ -123,7 +123,7 @@ class RequestMatch:
         return not self.headers or ex.headers_match(self.headers)
 
 
-MATCH_ALL = RequestMatch()
+MATCH_ALL = RequestMatch()  # every request; filters skip matching for it (`is MATCH_ALL`)
 
 
 def _token(text: str, path: str) -> bytes:
@@ -162,7 +162,8 @@ def request_match(f: "Fields | None") -> RequestMatch:
         headers.append(HeaderMatch(name=CALLER_APP, exact=_value(caller, f.at("caller"))))
     out["headers"] = tuple(headers)
     f.done()
-    return RequestMatch(**out)
+    match = RequestMatch(**out)
+    return MATCH_ALL if match == MATCH_ALL else match
 
 
 @dataclass(frozen=True, slots=True)
