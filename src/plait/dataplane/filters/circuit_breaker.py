@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters.typed_struct import (
-    Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
+    MATCH_ALL, Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
 )
 
 NAME = "plait.filters.http.circuit_breaker"
@@ -58,7 +58,7 @@ class BreakerConfig:
     strategy: Strategy
     threshold: float
     open_duration: float  # seconds
-    match: RequestMatch = RequestMatch()
+    match: RequestMatch = MATCH_ALL
     slow_threshold: float = 0.0  # seconds; slowRequestRatio only
     min_requests: int = 5  # Sentinel's default
     window: float = 1.0  # seconds; Sentinel's default statIntervalMs
@@ -170,6 +170,11 @@ class Window:
 
 REFUSE, PASS, PROBE = 0, 1, 2
 
+# The members the request path compares with, bound once: each read of `State.CLOSED`
+# goes through the enum's metaclass (about 0.1 µs in CPython 3.11).
+_CLOSED, _OPEN, _HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+_SLOW_RATIO, _ERROR_COUNT = Strategy.SLOW_REQUEST_RATIO, Strategy.ERROR_COUNT
+
 
 class Breaker:
     """One breaker's state machine. The config comes with each call (it may change with
@@ -188,12 +193,12 @@ class Breaker:
     def admit(self, cfg: BreakerConfig, clock) -> int:
         """REFUSE, PASS, or PROBE (a half-open trial). Reads the clock only when open."""
         state = self.state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return PASS
-        if state is State.OPEN:
+        if state is _OPEN:
             if clock() < self.open_until:
                 return REFUSE
-            self._enter(State.HALF_OPEN)
+            self._enter(_HALF_OPEN)
         if self.probes < cfg.half_open_requests:
             self.probes += 1
             return PROBE
@@ -211,9 +216,9 @@ class Breaker:
         if gen != self.gen:
             return None
         if probe:
-            if self.state is not State.HALF_OPEN:
+            if self.state is not _HALF_OPEN:
                 return None
-            if slow if cfg.strategy is Strategy.SLOW_REQUEST_RATIO else failed:
+            if slow if cfg.strategy is _SLOW_RATIO else failed:
                 return self._open(cfg, now)
             self.passed += 1
             if self.passed >= cfg.half_open_requests:
@@ -221,15 +226,16 @@ class Breaker:
                 self.window.reset()
                 return State.CLOSED
             return None
-        if self.state is not State.CLOSED:
+        if self.state is not _CLOSED:
             return None
         total, errors, slows = self.window.add(now, failed, slow)
         if total < cfg.min_requests:
             return None
-        if cfg.strategy is Strategy.ERROR_COUNT:
+        strategy = cfg.strategy
+        if strategy is _ERROR_COUNT:
             exceeded = errors > cfg.threshold
         else:
-            ratio = (slows if cfg.strategy is Strategy.SLOW_REQUEST_RATIO else errors) / total
+            ratio = (slows if strategy is _SLOW_RATIO else errors) / total
             exceeded = ratio > cfg.threshold or (cfg.threshold >= 1.0 and ratio >= 1.0)
         return self._open(cfg, now) if exceeded else None
 
@@ -263,12 +269,12 @@ class CircuitBreakerFilter:
             return True
         admitted = None
         for b in cfg.breakers:
-            if not b.match.matches(ex):
+            if b.match is not MATCH_ALL and not b.match.matches(ex):
                 continue
             breaker = self.states.get(b.state_key)
             if breaker is None:
                 breaker = self._new(b)
-            verdict = breaker.admit(b, self.clock)
+            verdict = PASS if breaker.state is _CLOSED else breaker.admit(b, self.clock)
             if verdict == REFUSE:
                 for other, _, gen, probe in admitted or ():
                     if probe:
@@ -295,7 +301,7 @@ class CircuitBreakerFilter:
         failed = code == 0 or code >= 500
         elapsed = now - ex.t_start
         for breaker, b, gen, probe in admitted:
-            slow = b.strategy is Strategy.SLOW_REQUEST_RATIO and elapsed > b.slow_threshold
+            slow = b.strategy is _SLOW_RATIO and elapsed > b.slow_threshold
             change = breaker.complete(b, now, failed=failed, slow=slow, probe=probe, gen=gen)
             if change is not None:
                 self._changed(ex, b, change)
