@@ -146,18 +146,23 @@ class Buckets:
         return False
 
 
+# The members key_of compares with, bound once: each read of `Key.SERVICE` goes through
+# the enum's metaclass (about 0.1 µs in CPython 3.11).
+_SERVICE, _METHOD, _CALLER = Key.SERVICE, Key.METHOD, Key.CALLER
+
+
 def key_of(rule: RuleConfig, ex) -> bytes:
     """The bucket key of a request under `rule`."""
     kind = rule.key
-    if kind is Key.SERVICE:
+    if kind is _SERVICE:
         return b""
-    if kind is Key.METHOD:
+    if kind is _METHOD:
         return ex.request.method
     name = rule.header
     for n, v in ex.request.headers:
         if n == name:
             return v
-    if kind is Key.CALLER:
+    if kind is _CALLER:
         return ex.down.peer_ip() or b""
     return b""
 
