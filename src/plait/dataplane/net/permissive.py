@@ -105,6 +105,9 @@ class TlsListener:
                 conn.close()
                 continue
             conn.setblocking(False)
+            # Handshake flights are several small writes: without this, Nagle's algorithm
+            # meets the peer's delayed ACK and each handshake stalls for tens of ms.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = self.mgr.config.transport
             if transport is None:
                 self._start(conn, tls=False)
