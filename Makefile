@@ -44,6 +44,7 @@ bench: $(STAMP) bench-debs
 	$(BIN)/python bench/http1.py
 	$(BIN)/python bench/routes.py
 	$(BIN)/python bench/governance.py
+	$(BIN)/python bench/mtls.py
 
 # xDS push latency to 1,000 simulated proxies (about a minute; no Debian packages needed).
 bench-push: $(STAMP)

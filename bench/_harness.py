@@ -216,10 +216,13 @@ class LoadResult:
 
 
 def run_wrk(procs: Procs, url: str, *, connections: int, seconds: int, cpus: set[int] | None,
-            threads: int = 1, timeout_s: int = 5) -> LoadResult:
-    """Runs `wrk -tT -cC -dD --latency` against url; returns its exact numbers from Lua."""
+            threads: int = 1, timeout_s: int = 5, headers: dict | None = None) -> LoadResult:
+    """Runs `wrk -tT -cC -dD --latency` against url; returns its exact numbers from Lua.
+    `headers` go on every request (`Connection: close` makes each one a new connection)."""
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s",
             "--latency", "-s", str(HERE / "wrk_report.lua"), url]
+    for name, value in (headers or {}).items():
+        argv[1:1] = ["-H", f"{name}: {value}"]
     proc = procs.start("wrk", argv, cpus=cpus, ready_prefix="WRK_JSON ")
     try:
         proc.popen.wait(seconds + 30)
