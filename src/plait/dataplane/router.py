@@ -19,12 +19,13 @@ _HOST_CACHE_MAX = 1024
 
 
 class _CompiledRoute:
-    __slots__ = ("route", "kind", "value", "regex", "lower", "headers", "query", "clusters",
-                 "cum", "total")
+    __slots__ = ("route", "kind", "is_prefix", "value", "regex", "lower", "headers", "query",
+                 "clusters", "cum", "total")
 
     def __init__(self, route: Route) -> None:
         self.route = route
         self.kind = route.path_kind
+        self.is_prefix = route.path_kind is PathMatchKind.PREFIX
         self.lower = not route.case_sensitive
         value = route.path.encode()
         self.value = value.lower() if self.lower else value
@@ -40,15 +41,14 @@ class _CompiledRoute:
         """Whether the request matches; `index` is the request's header_index, built once
         per request by the router when some route has header conditions."""
         target = req.target
-        kind = self.kind
         if self.lower:
             target = target.lower()
-        if kind is PathMatchKind.PREFIX:
+        if self.is_prefix:  # a bool, not the enum: an enum member read is a metaclass lookup
             if not target.startswith(self.value):
                 return False
         else:
             path = target.split(b"?", 1)[0]
-            if kind is PathMatchKind.EXACT:
+            if self.regex is None:
                 if path != self.value:
                     return False
             elif self.regex.fullmatch(path) is None:
