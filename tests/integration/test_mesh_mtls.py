@@ -76,6 +76,7 @@ def test_a_sidecar_without_a_valid_token_gets_nothing(mesh) -> None:
     code, err = _start_failing(mesh, "c", token="plait-join-not-a-real-token")
     assert code == 1, err
     assert "refused the certificate request (401" in err
+    assert "not-a-real-token" not in err, "the token is never printed"
     assert not mesh.apps["c"].identity.cert_chain.exists()
     code, err = _start_failing(mesh, "d", with_token=False)
     assert code == 1 and "no join token" in err, err
