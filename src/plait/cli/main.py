@@ -118,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "concurrency", 1) < 1:
         print("plait: --concurrency must be at least 1", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `plait get ... | head`: the reader left; that is not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

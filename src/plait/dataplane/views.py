@@ -12,8 +12,12 @@ def config_dump(snapshot: Snapshot, xds=None) -> dict:
         "listeners": [{"name": l.name, "address": f"{l.host}:{l.port}",
                        "direction": l.direction.value,
                        "route_config": l.route_table.name if l.route_table else l.rds_name,
+                       "http_filters": [name for name, _ in l.http_filters],
                        "virtual_hosts": [{"name": vh.name, "domains": list(vh.domains),
-                                          "routes": [r.name for r in vh.routes]}
+                                          "routes": [r.name for r in vh.routes],
+                                          "route_filters": {r.name: sorted(r.per_filter)
+                                                            for r in vh.routes
+                                                            if r.per_filter}}
                                          for vh in (l.route_table.virtual_hosts
                                                     if l.route_table else ())]}
                       for l in snapshot.listeners],

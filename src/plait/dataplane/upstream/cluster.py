@@ -132,6 +132,11 @@ class ClusterManager:
                 cluster.outlier = old.outlier
                 cluster.outlier.config = cfg.outlier
                 cluster.outlier.cluster = cluster
+            elif cluster.outlier is None and any(h.ejected for h in hosts):
+                # outlier detection was turned off: nobody stays ejected by it
+                for h in hosts:
+                    h.ejected = False
+                cluster.rebuild_lb()
             if old is not None:  # live connection counts and waiters carry over
                 cluster.pool = old.pool
                 cluster.pool.limits = cfg.limits

@@ -143,6 +143,18 @@ def build(policy: LbPolicy, hosts: list, *, ring_size: int = 1024):
 OVERPROVISIONING = 1.4
 
 
+class _Nobody:
+    """The balancer of a cluster with no host to offer: every pick is None."""
+
+    __slots__ = ()
+
+    def pick(self, key: bytes | None = None):
+        return None
+
+
+_NOBODY = _Nobody()
+
+
 class _ByPriority:
     """Spreads requests over priority levels by their share of the load."""
 
@@ -182,6 +194,8 @@ def build_for_health(policy: LbPolicy, hosts: list, *, ring_size: int = 1024,
         remaining -= share
     used = [(build(policy, ok, ring_size=ring_size), share)
             for ok, share in zip(healthy, loads) if share > 0 and ok]
+    if not used:
+        return _NOBODY  # nothing healthy and panic disabled (threshold 0)
     if len(used) == 1:
         return used[0][0]
     return _ByPriority([b for b, _ in used], list(accumulate(s for _, s in used)))
