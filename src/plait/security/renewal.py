@@ -12,12 +12,18 @@ import datetime
 from cryptography import x509
 
 UTC = datetime.timezone.utc
+# The mesh CA dates certificates back by this much so that peers whose clocks run slow
+# accept them at once; half life is counted from the real issue time, not the backdated
+# start (else a short-lived certificate would be "due" the moment it arrives).
+BACKDATE = datetime.timedelta(minutes=5)
 
 
 def renew_at(cert: x509.Certificate) -> datetime.datetime:
-    """The moment (UTC) from which `cert` should be renewed."""
+    """The moment (UTC) from which `cert` should be renewed: half way between its issue
+    (its start plus BACKDATE, when it is long enough to have been backdated) and its end."""
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    return start + (end - start) / 2
+    issued = start + BACKDATE if end - start > BACKDATE else start
+    return issued + (end - issued) / 2
 
 
 def seconds_until_renewal(cert: x509.Certificate, *, now: datetime.datetime | None = None) -> float:

@@ -64,9 +64,20 @@ def test_renewal_is_due_at_half_life():
     root_key, root = make_root("cluster.local", now=now)
     leaf = issue_workload(keys.new_key().public_key(), spiffe_uri="spiffe://cluster.local/ns/a/sa/b",
                           signer_key=root_key, signer=root, now=now, lifetime=datetime.timedelta(hours=24))
-    start = leaf.not_valid_before_utc  # backdated a little for clock skew
-    assert renewal.renew_at(leaf) == start + (leaf.not_valid_after_utc - start) / 2
+    # half way through the lifetime counted from the issue time, not the backdated start
+    assert leaf.not_valid_before_utc == now - renewal.BACKDATE
+    assert renewal.renew_at(leaf) == now + datetime.timedelta(hours=12)
     assert not renewal.needs_renewal(leaf, now=renewal.renew_at(leaf) - datetime.timedelta(seconds=1))
     assert renewal.needs_renewal(leaf, now=renewal.renew_at(leaf))
     assert renewal.seconds_until_renewal(leaf, now=now + datetime.timedelta(days=2)) == 0.0
     assert spiffe_id_of(leaf) == SpiffeId("cluster.local", "a", "b")
+
+
+def test_a_short_lived_certificate_is_not_due_the_moment_it_arrives():
+    now = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+    root_key, root = make_root("cluster.local", now=now)
+    leaf = issue_workload(keys.new_key().public_key(), spiffe_uri="spiffe://cluster.local/ns/a/sa/b",
+                          signer_key=root_key, signer=root, now=now,
+                          lifetime=datetime.timedelta(seconds=20))
+    assert renewal.renew_at(leaf) == now + datetime.timedelta(seconds=10)
+    assert not renewal.needs_renewal(leaf, now=now)

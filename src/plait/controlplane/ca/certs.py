@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from plait.security.renewal import BACKDATE  # one value for the issuer and the renewer
+
 ROOT_LIFETIME = datetime.timedelta(days=3650)
-BACKDATE = datetime.timedelta(minutes=5)  # tolerates peers whose clocks run slow
 
 PublicKey = ec.EllipticCurvePublicKey
 SigningKey = ec.EllipticCurvePrivateKey
