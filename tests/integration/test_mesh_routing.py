@@ -7,6 +7,7 @@ mesh as it found it."""
 from __future__ import annotations
 
 import json
+from http.client import HTTPConnection
 import time
 
 import pytest
@@ -317,7 +318,6 @@ def test_a_change_reaches_every_worker_of_a_sidecar(mesh, callers):
     """`web2` runs two worker processes sharing its listener ports; connections spread
     over both, and after a weight change every connection, on either worker, follows it."""
     _, web2 = callers
-    from http.client import HTTPConnection
 
     pids = process_group(web2.admin.pid)
     assert len(pids) == 2, pids
@@ -378,3 +378,40 @@ def test_a_sidecar_cannot_take_over_another_sidecars_port(mesh, callers):
     finally:
         if other.sidecar is not None:
             other.stop_sidecar()
+
+
+def test_a_live_change_keeps_in_flight_requests_and_connections(mesh, callers):
+    """A new split governs the next request within a second, while a slow request started
+    under the old routes completes, and the caller's kept-alive connection carries on."""
+    web, _ = callers
+    mesh.apply(subsets_rule() + "---\n" + split_rule(100, 0))
+    wait_until(lambda: web.served_by("pricing", 5).keys() == {"pricing-v1"}, timeout=5,
+               what="all calls on v1")
+    slow = HTTPConnection("127.0.0.1", web.outbound_port, timeout=10)
+    kept = HTTPConnection("127.0.0.1", web.outbound_port, timeout=10)
+    try:
+        kept.request("GET", "/echo", headers={"Host": "pricing"})
+        first = kept.getresponse()
+        first.read()
+        assert first.getheader("x-upstream-name") == "pricing-v1"
+        kept_port = kept.sock.getsockname()[1]
+        slow.request("GET", "/delay/1500", headers={"Host": "pricing"})  # in flight
+        before = web.route_version()
+        mesh.apply_api(split_rule(0, 100))
+        wait_for_new_routes(web, before)
+
+        def kept_reaches_v2() -> bool:
+            kept.request("GET", "/echo", headers={"Host": "pricing"})
+            reply = kept.getresponse()
+            reply.read()
+            assert reply.status == 200 and not reply.will_close
+            return reply.getheader("x-upstream-name") == "pricing-v2"
+
+        wait_until(kept_reaches_v2, timeout=RULE_DEADLINE, what="the next request on v2")
+        assert kept.sock.getsockname()[1] == kept_port  # the same connection throughout
+        done = slow.getresponse()
+        done.read()
+        assert done.status == 200 and done.getheader("x-upstream-name") == "pricing-v1"
+    finally:
+        slow.close()
+        kept.close()
