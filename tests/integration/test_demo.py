@@ -23,7 +23,7 @@ SUMMARY = re.compile(r"^demo: requests=(\d+) ok=(\d+) errors=(\d+)", re.M)
 PROCESSES = re.compile(r"^demo: processes=(\S+)", re.M)
 DEMO = [sys.executable, "-m", "plait.demo"]
 SINGLE = DEMO + ["single"]
-CANARY = re.compile(r"v2_share=([0-9.]+) canary=(\S+)")
+CANARY = re.compile(r"v2_share=([0-9.]+) canary=(\S+) mtls_connections=(\d+)")
 ENV = {**os.environ, "COLUMNS": "120"}
 
 
@@ -57,7 +57,8 @@ def test_mesh_demo_walks_the_canary_and_leaves_nothing_running():
     assert result.returncode == 0, output
     requests, ok, errors = map(int, SUMMARY.search(result.stdout).groups())
     assert requests == 650 and ok == requests and errors == 0, output
-    share, steps = CANARY.search(result.stdout).groups()
+    share, steps, mtls = CANARY.search(result.stdout).groups()
+    assert int(mtls) >= 1, output  # the sidecars' calls to each other went over mTLS
     # three steps applied, each seen by frontend's sidecar; after 100% only v2 answers
     assert [s.split(":")[0] for s in steps.split(",")] == ["10%", "50%", "100%"], output
     assert float(share) == 1.0, output

@@ -7,13 +7,18 @@ Every app is `plait.demo.app` behind its own `plait sidecar`, steered by one
 call (frontend calls catalog through its sidecar, catalog calls pricing through its own).
 Paced traffic goes to frontend's sidecar; each answer names the versions that served it.
 
+It runs the way an operator would: the control plane requires tokens (the demo uses the
+first admin token it writes), each service gets a join token bound to its identity, and
+each sidecar makes its own key, enrolls with the mesh CA for a SPIFFE certificate before
+it serves or registers, and talks mTLS to the other sidecars.
+
 Once traffic flows, the demo walks a canary through the API, as an operator would:
 catalog v2 at 10%, then 50%, then 100% (`VirtualService` weights over `DestinationRule`
 subsets), printing how long each change took to reach frontend's sidecar, while the live
 view shows the split actually moving. Ctrl-C (or `--duration`) stops every process it
 started; it ends with a plain summary line:
 
-    demo: requests=N ok=M errors=E v2_share=S canary=10%:Ams,50%:Bms,100%:Cms
+    demo: requests=N ok=M errors=E v2_share=S canary=10%:Ams,50%:Bms,100%:Cms mtls_connections=K
 """
 
 from __future__ import annotations
@@ -92,14 +97,44 @@ class Canary:
 
     stage: str = "starting the mesh"
     steps: list[tuple[int, float]] = field(default_factory=list)  # (percent, propagation ms)
+    mtls_connections: int = 0  # accepted over mTLS by the sidecars' inbound listeners
 
 
-async def start_mesh(sup: Supervisor, workdir: Path) -> tuple[str, list[Instance]]:
+async def count_mtls(client: httpx.AsyncClient, instances: list[Instance]) -> int:
+    """Connections the sidecars' inbound listeners accepted over mTLS (from their stats)."""
+    total = 0
+    for inst in instances:
+        text = (await client.get(f"http://127.0.0.1:{inst.admin}/stats/prometheus")).text
+        for line in text.splitlines():
+            if line.startswith('plait_downstream_cx_tls_total{listener="inbound"}'):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def join_token(client: httpx.AsyncClient, api: str, service: str, path: Path) -> Path:
+    """A join token for `service`'s sidecars (identity ns/demo/sa/<service>), in a 0600 file."""
+    response = await client.post(f"{api}/api/v1/tokens", json={
+        "kind": "join", "namespace": "demo", "serviceAccount": service, "ttl": 3600})
+    if response.status_code != 201:
+        raise RuntimeError(f"join token refused: {response.text}")
+    path.touch(mode=0o600)
+    path.write_text(response.json()["token"])
+    return path
+
+
+async def start_mesh(sup: Supervisor, client: httpx.AsyncClient,
+                     workdir: Path) -> tuple[str, list[Instance]]:
+    admin_token = workdir / "admin.token"
     control = await sup.start("control", [
         sys.executable, "-m", "plait", "control", "--data-dir", str(workdir / "control"),
-        "--api-port", "0", "--xds-port", "0", "--insecure-dev"], ready_prefix=CONTROL_READY,
-        timeout=30)
+        "--api-port", "0", "--xds-port", "0", "--bootstrap-admin-token-file",
+        str(admin_token)], ready_prefix=CONTROL_READY, timeout=30)
     api, xds = control.value_of("api"), control.value_of("xds")
+    client.headers["authorization"] = f"Bearer {admin_token.read_text().strip()}"
+    tokens = {}
+    for service in sorted({spec[0] for spec in SERVICES}):
+        tokens[service] = await join_token(client, f"http://{api}", service,
+                                           workdir / f"{service}.token")
     instances = [Instance(*spec) for spec in SERVICES]
     for inst in instances:
         app_argv = [sys.executable, "-m", "plait.demo.app", "--port", "0",
@@ -113,7 +148,9 @@ async def start_mesh(sup: Supervisor, workdir: Path) -> tuple[str, list[Instance
             "--app-port", app.value_of("port"), "--labels", f"version={inst.version}",
             "--inbound-port", str(inst.inbound), "--outbound-port", str(inst.outbound),
             "--admin-port", str(inst.admin), "--node-id", f"{inst.service}-{inst.version}",
-            "--access-log", "off", "--cache-dir", str(workdir / "cache")]
+            "--access-log", "off", "--cache-dir", str(workdir / "cache"),
+            "--token-file", str(tokens[inst.service]),
+            "--cert-dir", str(workdir / "certs" / f"{inst.service}-{inst.version}")]
         if inst.calls:
             sidecar_argv += ["--dependencies", inst.calls]
         sidecar = await sup.start(f"{inst.service}-{inst.version}-sidecar", sidecar_argv,
@@ -169,7 +206,7 @@ async def run(args: argparse.Namespace, stats: ClientStats, canary: Canary,
     workdir = Path(tempfile.mkdtemp(prefix="plait-mesh-demo-"))
     try:
         async with Supervisor() as sup, httpx.AsyncClient(timeout=5) as client:
-            api, instances = await start_mesh(sup, workdir)
+            api, instances = await start_mesh(sup, client, workdir)
             print("demo: processes=" + ",".join(f"{c.name}:{c.pid}" for c in sup.children),
                   flush=True)
             await apply(client, api, DESTINATION_RULE + "---\n" + virtual_service(0))
@@ -185,13 +222,15 @@ async def run(args: argparse.Namespace, stats: ClientStats, canary: Canary,
                               headers={"host": "frontend"})
             canary.stage = "catalog v2 at 0%"
             title = (f"plait mesh demo: client → frontend → catalog v1|v2 → pricing "
-                     f"({args.rate:g} req/s through {len(instances)} sidecars; Ctrl-C stops)")
+                     f"({args.rate:g} req/s through {len(instances)} sidecars, mTLS between "
+                     f"them with SPIFFE identities from the mesh CA; Ctrl-C stops)")
             view = asyncio.create_task(show(console, lambda: render(
                 title=title, stats=stats, canary=canary, instances=instances)))
             walker = asyncio.create_task(walk_canary(client, api, frontend, canary,
                                                      step_seconds=args.step))
             try:
                 await traffic.run(stats, duration_s=args.duration)
+                canary.mtls_connections = await count_mtls(client, instances)
             finally:
                 for task in (walker, view):
                     task.cancel()
@@ -235,5 +274,6 @@ def main(argv=None) -> int:
     v2 = sum(share for tag, share in shares.items() if "catalog/v2" in tag)
     steps = ",".join(f"{p}%:{ms:.0f}ms" for p, ms in canary.steps) or "none"
     print(f"demo: requests={stats.requests} ok={stats.ok} errors={stats.errors} "
-          f"v2_share={v2:.2f} canary={steps}", flush=True)
+          f"v2_share={v2:.2f} canary={steps} mtls_connections={canary.mtls_connections}",
+          flush=True)
     return code
