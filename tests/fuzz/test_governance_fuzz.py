@@ -38,6 +38,12 @@ apiVersion: plait.io/v1alpha1
 kind: AlarmRule
 metadata: {name: a}
 spec: {events: {types: [ejection], service: a}, webhook: {url: "http://h/x"}, cooldown: 1s}
+---
+apiVersion: plait.io/v1alpha1
+kind: HealthCheck
+metadata: {name: a}
+spec: {host: a, subset: v1, http: {path: /h, host: "a:80", expectedStatuses: [{start: 200,
+       end: 300}]}, interval: 2s, timeout: 1s, unhealthyThreshold: 2, healthyThreshold: 1}
 """))
 
 scalars = st.one_of(
@@ -49,7 +55,9 @@ scalars = st.one_of(
 keys = st.sampled_from(["key", "limit", "requests", "per", "burst", "scope", "status", "match",
                         "path", "exact", "prefix", "header", "name", "value", "threshold",
                         "strategy", "when", "fallback", "events", "types", "errorRate",
-                        "webhook", "url", "headers", "window", "x"])  # fmt: skip
+                        "webhook", "url", "headers", "window", "host", "subset", "http",
+                        "tcp", "expectedStatuses", "start", "end", "interval", "timeout",
+                        "unhealthyThreshold", "x"])  # fmt: skip
 trees = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=20)
 

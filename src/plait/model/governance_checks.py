@@ -13,6 +13,8 @@ from plait.core.errors import ConfigError
 from plait.model.alarm_rule import AlarmRule
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
+from plait.model.duration import parse_duration
+from plait.model.health_check import HealthCheck
 from plait.model.rate_limit import RateLimit
 
 
@@ -70,9 +72,18 @@ def check_alarm_rule(ar: AlarmRule) -> None:
                 raise ConfigError(f"spec.events.types[{i}]", f"{kind!r} is listed twice")
 
 
+def check_health_check(hc: HealthCheck) -> None:
+    spec = hc.spec
+    # Envoy's rule too: a check that may outlast the interval would overlap the next round.
+    if parse_duration(spec.timeout) >= parse_duration(spec.interval):
+        raise ConfigError("spec.timeout",
+                          f"must be shorter than the interval ({spec.interval})")  # fmt: skip
+
+
 CHECKS: dict[str, Callable] = {
     "RateLimit": check_rate_limit,
     "CircuitBreaker": check_circuit_breaker,
     "Degrade": check_degrade,
     "AlarmRule": check_alarm_rule,
+    "HealthCheck": check_health_check,
 }

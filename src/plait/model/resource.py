@@ -15,6 +15,7 @@ from plait.model.authorization_policy import AuthorizationPolicy
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
 from plait.model.destination_rule import DestinationRule
+from plait.model.health_check import HealthCheck
 from plait.model.peer_authentication import PeerAuthentication
 from plait.model.rate_limit import RateLimit
 from plait.model.service_entry import ServiceEntry
@@ -22,7 +23,8 @@ from plait.model.virtual_service import VirtualService
 
 Resource = Union[VirtualService, DestinationRule, ServiceEntry, PeerAuthentication,
                  AuthorizationPolicy,
-                 RateLimit, CircuitBreaker, Degrade, AlarmRule]  # fmt: skip  (plait.io kinds)
+                 RateLimit, CircuitBreaker, Degrade, AlarmRule,
+                 HealthCheck]  # fmt: skip  (plait.io kinds)
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
@@ -34,11 +36,13 @@ KINDS: dict[str, type[Resource]] = {
     "CircuitBreaker": CircuitBreaker,
     "Degrade": Degrade,
     "AlarmRule": AlarmRule,
+    "HealthCheck": HealthCheck,
 }
 
 _SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry",
           "pa": "PeerAuthentication", "ap": "AuthorizationPolicy",
-          "rl": "RateLimit", "cb": "CircuitBreaker", "degrade": "Degrade", "alarm": "AlarmRule"}
+          "rl": "RateLimit", "cb": "CircuitBreaker", "degrade": "Degrade", "alarm": "AlarmRule",
+          "hc": "HealthCheck"}
 _ALIASES = {
     **_SHORT,
     **{k.lower(): k for k in KINDS},

@@ -10,6 +10,7 @@ from plait.model import parse_documents, parse_resource, resolve_kind, to_dict
 from plait.model.alarm_rule import AlarmRule
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
+from plait.model.health_check import HealthCheck
 from plait.model.rate_limit import RateLimit
 
 DOCS = yaml.safe_load_all("""
@@ -61,8 +62,23 @@ spec:
   errorRate: {service: pricing, threshold: 0.2, window: 30s, minRequests: 50}
   webhook: {url: "https://hooks.example.com/plait", headers: {authorization: Bearer x}}
   cooldown: 5m
+---
+apiVersion: plait.io/v1alpha1
+kind: HealthCheck
+metadata: {name: pricing}
+spec:
+  host: pricing
+  subset: v2
+  http:
+    path: /healthz
+    host: pricing.internal:8080
+    expectedStatuses: [{start: 200, end: 300}, {start: 418, end: 419}]
+  interval: 2s
+  timeout: 500ms
+  unhealthyThreshold: 3
+  healthyThreshold: 2
 """)
-RL, CB, DG, AR = list(DOCS)
+RL, CB, DG, AR, HC = list(DOCS)
 
 
 def with_(doc, path, value):
@@ -101,19 +117,20 @@ def test_the_kinds_parse_with_their_defaults():
 
 
 def test_round_trip_and_yaml_documents():
-    for doc in (RL, CB, DG, AR):
+    for doc in (RL, CB, DG, AR, HC, TCP_CHECK):
         resource = parse_resource(doc)
         assert parse_resource(to_dict(resource)) == resource
         assert to_dict(resource)["apiVersion"] == "plait.io/v1alpha1"
-    text = "---\n".join(yaml.safe_dump(d) for d in (RL, CB, DG, AR))
+    text = "---\n".join(yaml.safe_dump(d) for d in (RL, CB, DG, AR, HC))
     assert [r.kind for r in parse_documents(text)] == [
-        "RateLimit", "CircuitBreaker", "Degrade", "AlarmRule"]
+        "RateLimit", "CircuitBreaker", "Degrade", "AlarmRule", "HealthCheck"]
 
 
 @pytest.mark.parametrize("text, kind", [
     ("rl", "RateLimit"), ("ratelimits", "RateLimit"), ("cb", "CircuitBreaker"),
     ("CircuitBreakers", "CircuitBreaker"), ("degrade", "Degrade"), ("degrades", "Degrade"),
-    ("alarm", "AlarmRule"), ("alarmrules", "AlarmRule"),
+    ("alarm", "AlarmRule"), ("alarmrules", "AlarmRule"), ("hc", "HealthCheck"),
+    ("healthchecks", "HealthCheck"), ("HealthCheck", "HealthCheck"),
 ])
 def test_short_names(text, kind):
     assert resolve_kind(text) == kind
@@ -232,3 +249,66 @@ def test_events_alarm_rule():
     rule = parse_resource(EVENTS_RULE)
     assert rule.spec.events.types == ["ejection", "breakerOpen"]
     assert rule.spec.error_rate is None
+
+
+# -- HealthCheck ---------------------------------------------------------------------------
+
+TCP_CHECK = {"apiVersion": "plait.io/v1alpha1", "kind": "HealthCheck",
+             "metadata": {"name": "stock"}, "spec": {"host": "stock", "tcp": {}}}
+
+
+def test_health_check_fields_and_defaults():
+    hc = parse_resource(HC)
+    assert isinstance(hc, HealthCheck)
+    s = hc.spec
+    assert (s.host, s.subset, s.interval, s.timeout, s.unhealthy_threshold,
+            s.healthy_threshold) == ("pricing", "v2", "2s", "500ms", 3, 2)
+    assert (s.http.path, s.http.host, s.tcp) == ("/healthz", "pricing.internal:8080", None)
+    assert [(r.start, r.end) for r in s.http.expected_statuses] == [(200, 300), (418, 419)]
+    tcp = parse_resource(TCP_CHECK).spec
+    assert (tcp.subset, tcp.http, tcp.interval, tcp.timeout, tcp.unhealthy_threshold,
+            tcp.healthy_threshold) == (None, None, "5s", "1s", 2, 1)
+    assert tcp.tcp is not None
+    plain = parse_resource(with_(with_(HC, "spec.http.expectedStatuses", None),
+                                 "spec.http.host", None)).spec.http
+    assert plain.host is None
+    assert [(r.start, r.end) for r in plain.expected_statuses] == [(200, 400)]
+    assert to_dict(parse_resource(TCP_CHECK))["spec"] == {"host": "stock", "tcp": {}}
+
+
+@pytest.mark.parametrize("doc, path, value, where, reason", [
+    (HC, "spec.host", None, "spec.host", "required field is missing"),
+    (HC, "spec.host", "pri cing", "spec.host", "a host must be a non-empty name"),
+    (HC, "spec.subset", "", "spec.subset", "at least 1 character"),
+    (HC, "spec.http", None, "spec", "set exactly one of http, tcp"),
+    (HC, "spec.tcp", {}, "spec", "set exactly one of http, tcp"),
+    (TCP_CHECK, "spec.tcp", {"send": "PING"}, "spec.tcp.send", "unknown field"),
+    (HC, "spec.http.path", None, "spec.http.path", "required field is missing"),
+    (HC, "spec.http.path", "healthz", "spec.http.path", "String should match pattern"),
+    (HC, "spec.http.path", "/health z", "spec.http.path", "String should match pattern"),
+    (HC, "spec.http.host", "a b", "spec.http.host", "String should match pattern"),
+    (HC, "spec.http.host", "h/x", "spec.http.host", "String should match pattern"),
+    (HC, "spec.http.method", "HEAD", "spec.http.method", "unknown field"),
+    (HC, "spec.http.expectedStatuses", [], "spec.http.expectedStatuses", "at least 1 item"),
+    (HC, "spec.http.expectedStatuses.1", {"start": 200, "end": 200},
+     "spec.http.expectedStatuses[1]", "end must be above start (end is exclusive"),
+    (HC, "spec.http.expectedStatuses.0.start", 99, "spec.http.expectedStatuses[0].start",
+     "greater than or equal to 100"),
+    (HC, "spec.http.expectedStatuses.0.end", 601, "spec.http.expectedStatuses[0].end",
+     "less than or equal to 600"),
+    (HC, "spec.http.expectedStatuses.0.end", None, "spec.http.expectedStatuses[0].end",
+     "required field is missing"),
+    (HC, "spec.interval", "0s", "spec.interval", "must be longer than 0"),
+    (HC, "spec.interval", "often", "spec.interval", "invalid duration 'often'"),
+    (HC, "spec.timeout", "0", "spec.timeout", "must be longer than 0"),
+    (HC, "spec.timeout", "2s", "spec.timeout", "must be shorter than the interval (2s)"),
+    (TCP_CHECK, "spec.interval", "1s", "spec.timeout", "must be shorter than the interval (1s)"),
+    (HC, "spec.unhealthyThreshold", 0, "spec.unhealthyThreshold", "greater than or equal to 1"),
+    (HC, "spec.healthyThreshold", 1001, "spec.healthyThreshold", "less than or equal to 1000"),
+    (HC, "spec.healthyThreshold", "two", "spec.healthyThreshold", "valid integer"),
+    (HC, "spec.port", 8080, "spec.port", "unknown field"),
+    (HC, "spec", None, "spec", "required field is missing"),
+])
+def test_health_check_refusals(doc, path, value, where, reason):
+    got_path, got_reason = refusal(with_(doc, path, value))
+    assert got_path == where and reason in got_reason
