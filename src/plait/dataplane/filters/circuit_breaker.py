@@ -120,8 +120,8 @@ class Window:
     when time enters another slice (at most once per `seconds / BUCKETS`), so counting an
     outcome is a few additions, not a walk over every slice."""
 
-    __slots__ = ("width", "epochs", "totals", "errors", "slow", "epoch", "slot", "sum_total",
-                 "sum_errors", "sum_slow")
+    __slots__ = ("width", "epochs", "totals", "errors", "slow", "epoch", "slot", "low", "high",
+                 "sum_total", "sum_errors", "sum_slow")
 
     def __init__(self, seconds: float) -> None:
         self.width = seconds / BUCKETS
@@ -134,20 +134,23 @@ class Window:
         self.slow = [0] * BUCKETS
         self.epoch = None  # the slice the running sums were added up for
         self.slot = 0
+        self.low = self.high = 0.0  # its epoch and the next as floats (comparing is cheap)
         self.sum_total = self.sum_errors = self.sum_slow = 0
 
     def add(self, now: float, error: bool, slow: bool) -> tuple[int, int, int]:
         """Count one outcome at `now`; return the window's sums."""
-        epoch = int(now / self.width)
-        if epoch != self.epoch:
-            self._enter(epoch)
+        q = now / self.width
+        if not self.low <= q < self.high:  # int(q) is not the slice's epoch
+            self._enter(int(q))
         i = self.slot
         self.totals[i] += 1
-        self.errors[i] += error
-        self.slow[i] += slow
         self.sum_total += 1
-        self.sum_errors += error
-        self.sum_slow += slow
+        if error:
+            self.errors[i] += 1
+            self.sum_errors += 1
+        if slow:
+            self.slow[i] += 1
+            self.sum_slow += 1
         return self.sum_total, self.sum_errors, self.sum_slow
 
     def _enter(self, epoch: int) -> None:
@@ -165,6 +168,7 @@ class Window:
                 errors += self.errors[k]
                 slows += self.slow[k]
         self.epoch, self.slot = epoch, i
+        self.low, self.high = float(epoch), float(epoch + 1)
         self.sum_total, self.sum_errors, self.sum_slow = total, errors, slows
 
 
@@ -229,13 +233,14 @@ class Breaker:
         if self.state is not _CLOSED:
             return None
         total, errors, slows = self.window.add(now, failed, slow)
-        if total < cfg.min_requests:
-            return None
         strategy = cfg.strategy
+        measure = slows if strategy is _SLOW_RATIO else errors
+        if not measure or total < cfg.min_requests:
+            return None  # no error (or slow request) in the window exceeds no threshold
         if strategy is _ERROR_COUNT:
-            exceeded = errors > cfg.threshold
+            exceeded = measure > cfg.threshold
         else:
-            ratio = (slows if strategy is _SLOW_RATIO else errors) / total
+            ratio = measure / total
             exceeded = ratio > cfg.threshold or (cfg.threshold >= 1.0 and ratio >= 1.0)
         return self._open(cfg, now) if exceeded else None
 
@@ -267,24 +272,25 @@ class CircuitBreakerFilter:
         cfg = route.per_filter.get(NAME, self.config) if route is not None else self.config
         if cfg is None:
             return True
-        admitted = None
+        admitted = ()
         for b in cfg.breakers:
             if b.match is not MATCH_ALL and not b.match.matches(ex):
                 continue
             breaker = self.states.get(b.state_key)
             if breaker is None:
                 breaker = self._new(b)
-            verdict = PASS if breaker.state is _CLOSED else breaker.admit(b, self.clock)
+            if breaker.state is _CLOSED:  # admit() without a call: no clock, no probe
+                admitted += ((breaker, b, breaker.gen, False),)
+                continue
+            verdict = breaker.admit(b, self.clock)
             if verdict == REFUSE:
-                for other, _, gen, probe in admitted or ():
+                for other, _, gen, probe in admitted:
                     if probe:
                         other.unadmit(gen)
                 self._refuse(ex, b)
                 return False
-            if admitted is None:
-                admitted = []
-            admitted.append((breaker, b, breaker.gen, verdict == PROBE))
-        if admitted is not None:
+            admitted += ((breaker, b, breaker.gen, verdict == PROBE),)
+        if admitted:
             if ex.filter_state is None:
                 ex.filter_state = {NAME: admitted}
             else:
@@ -293,9 +299,9 @@ class CircuitBreakerFilter:
 
     def on_complete(self, ex) -> None:
         state = ex.filter_state
-        admitted = state.get(NAME) if state is not None else None
-        if admitted is None:
+        if state is None or NAME not in state:
             return
+        admitted = state[NAME]
         now = self.clock()
         code = ex.code
         failed = code == 0 or code >= 500

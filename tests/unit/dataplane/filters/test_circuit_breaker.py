@@ -34,15 +34,17 @@ def test_the_window_slides():
     assert w.add(3.00, True, False) == (1, 1, 0)
 
 
-@given(st.lists(st.tuples(st.integers(0, 400), st.booleans(), st.booleans()), max_size=300))
-def test_the_window_sums_are_those_of_the_outcomes_in_it(steps):
-    # The running sums against a recount of every outcome of the last ten slices, over
-    # gaps of up to four slices and bursts within one.
+@given(st.floats(0, 1e6), st.lists(st.tuples(st.integers(0, 400), st.booleans(),
+                                               st.booleans()), max_size=300))
+def test_the_window_sums_are_those_of_the_outcomes_in_it(start, steps):
+    # The running sums against a recount of every outcome of the last ten slices (a slice
+    # being int(now / width), as Sentinel's), over gaps of up to four slices and bursts
+    # within one, from any monotonic clock reading.
     w = cb.Window(1.0)
     seen, t_ms = [], 0
     for gap_ms, error, slow in steps:
         t_ms += gap_ms
-        now = t_ms / 1000
+        now = start + t_ms / 1000
         epoch = int(now / w.width)
         seen.append((epoch, error, slow))
         live = [(e, s) for ep, e, s in seen if ep > epoch - cb.BUCKETS]
