@@ -25,6 +25,7 @@ VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SERVICE_ENTRY = "ServiceEntry"
 GOVERNANCE_KINDS = ("RateLimit", "CircuitBreaker", "Degrade")  # push.governance
+HEALTH_CHECK = "HealthCheck"  # push.health_checks
 MESH_GATEWAY = "mesh"  # Istio's name for "every sidecar" in a `gateways` list
 
 
@@ -55,6 +56,7 @@ class MeshIndex:
         self.destination_rules = _by_host(view.resources(DESTINATION_RULE), many=False)
         # kind -> protected service -> resources, by namespace and name
         self.governance = {kind: _by_service(view.resources(kind)) for kind in GOVERNANCE_KINDS}
+        self.health_checks = _by_host(view.resources(HEALTH_CHECK), many=True)
         self.services = _services(view.instances(), view.resources(SERVICE_ENTRY),
                                   self.virtual_services)
         self._memo: dict[tuple, Any] = {}

@@ -30,7 +30,9 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from plait.controlplane.mesh import MeshView
-from plait.controlplane.push import clusters, governance, listeners, locality, routes, security
+from plait.controlplane.push import (
+    clusters, governance, health_checks, listeners, locality, routes, security,
+)
 from plait.controlplane.push.index import MeshIndex, attr, spec
 from plait.controlplane.push.naming import (
     INBOUND, OUTBOUND, inbound_cluster, outbound_cluster, split_target,
@@ -219,6 +221,8 @@ def _locality_client(index: MeshIndex, host: str, subset: str, port: int, labels
 
 def _cluster(index: MeshIndex, *, mtls: bool, **how):
     cluster = clusters.build_cluster(index, **how)
+    if not how["proxyless"]:  # active checks are the sidecar's (push.health_checks)
+        health_checks.add_health_check(index, cluster, host=how["host"], subset=how["subset"])
     if mtls:  # auto mTLS (push.security): the caller holds a certificate
         security.secure_cluster(cluster)
     return cluster
