@@ -7,6 +7,12 @@ marked `hc_failed` and the balancer skips it as it skips an outlier ejection (pa
 rules included); after `healthy_threshold` passes in a row it is back. Hosts start
 healthy, so a config push never empties a cluster while its first checks run.
 
+An HTTP check speaks to the endpoint as requests do: over TLS with the same client
+context (workload certificate, trust bundle, expected peer names) when the endpoint's
+compiled `tls` is set, so a check of a STRICT mTLS endpoint is not refused as plaintext,
+and a server that is not who the cluster expects fails its check. A TCP check stays a
+plain connect (no handshake), as its name says.
+
 One task per cluster per worker owns the checks (`asyncio.TaskGroup`): a host whose check
 is still running when the next round comes is skipped that round, so checks of one host
 never overlap. The cluster manager starts the checker, keeps it across pushes while its
@@ -20,6 +26,7 @@ import asyncio
 
 from plait.codec.http1 import Http1ClientCodec, Response
 from plait.dataplane.config import HealthCheck
+from plait.dataplane.net import upstream_tls
 
 USER_AGENT = b"plait-health-check"
 
@@ -55,8 +62,9 @@ class HealthChecker:
     async def _check(self, host, busy: set) -> None:
         cfg = self.config
         try:
-            ok = await asyncio.wait_for(self.probe(host.endpoint, cfg, self.cluster.name),
-                                        cfg.timeout)
+            ok = await asyncio.wait_for(
+                self.probe(host.endpoint, cfg, self.cluster.name, self.cluster.tls),
+                cfg.timeout)
         except Exception:  # refused, reset, timed out, garbage: all mean "not healthy"
             ok = False
         finally:
@@ -93,19 +101,21 @@ class HealthChecker:
             self.on_event(kind, self.cluster.name, host.key)
 
 
-async def tcp_probe(endpoint, cfg: HealthCheck, cluster_name: str) -> bool:
-    """Healthy if a TCP connection opens."""
+async def tcp_probe(endpoint, cfg: HealthCheck, cluster_name: str, tls=None) -> bool:
+    """Healthy if a TCP connection opens (plain, whatever the endpoint's TLS)."""
     _, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
     writer.close()
     return True
 
 
-async def http_probe(endpoint, cfg: HealthCheck, cluster_name: str) -> bool:
-    """Healthy if `GET path` answers with an expected status. Raises on I/O errors."""
+async def http_probe(endpoint, cfg: HealthCheck, cluster_name: str, tls=None) -> bool:
+    """Healthy if `GET path` answers with an expected status. `tls`: the worker's
+    TlsStore, used when the endpoint has TLS. Raises on I/O and TLS errors (an
+    UpstreamTlsError when there is no certificate or the peer is not accepted)."""
     host = (cfg.http_host or cluster_name).encode()
     head = (b"GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\nconnection: close\r\n\r\n"
             % (cfg.http_path.encode(), host, USER_AGENT))
-    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    reader, writer = await _open(endpoint, tls)
     try:
         writer.write(head)
         codec = Http1ClientCodec()
@@ -119,3 +129,15 @@ async def http_probe(endpoint, cfg: HealthCheck, cluster_name: str) -> bool:
                 return False
     finally:
         writer.close()
+
+
+async def _open(endpoint, tls) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if endpoint.tls is None:
+        return await asyncio.open_connection(endpoint.host, endpoint.port)
+    if tls is None:
+        raise upstream_tls.UpstreamTlsError("no workload certificate to present")
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, protocol = await upstream_tls.connect(
+        loop, lambda: asyncio.StreamReaderProtocol(reader), endpoint, tls)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
