@@ -127,18 +127,19 @@ class Buckets:
     def take(self, rule: RuleConfig, key: bytes, now: float) -> bool:
         """Take a token from `key`'s bucket at time `now`; False if it is empty."""
         entries = self.entries
-        b = entries.get(key)
-        if b is None:
+        if key in entries:
+            b = entries[key]
+            if key != self.last:  # one key after another (a service key): no reordering
+                entries.move_to_end(key)
+            elapsed = now - b[1]
+            if elapsed >= rule.fill_interval:  # exactly when int(elapsed / interval) > 0
+                fills = int(elapsed / rule.fill_interval)
+                b[0] = min(rule.max_tokens, b[0] + fills * rule.tokens_per_fill)
+                b[1] += fills * rule.fill_interval
+        else:
             if len(entries) >= self.max_keys:
                 entries.popitem(last=False)
             b = entries[key] = [rule.max_tokens, now]
-        else:
-            if key != self.last:  # one key after another (a service key): no reordering
-                entries.move_to_end(key)
-            fills = int((now - b[1]) / rule.fill_interval)
-            if fills > 0:
-                b[0] = min(rule.max_tokens, b[0] + fills * rule.tokens_per_fill)
-                b[1] += fills * rule.fill_interval
         self.last = key
         if b[0] >= 1:
             b[0] -= 1
