@@ -107,8 +107,9 @@ def test_sidecars_hold_their_keys_and_certificates(mesh) -> None:
         assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
         assert stat.S_IMODE(files.directory.stat().st_mode) == 0o700
         assert files.spiffe_id().uri == f"spiffe://cluster.local/ns/shop/sa/{name}"
-    labels = mesh.instances("b")["b"]["labels"]
-    assert labels["security.plait.io/tls"] == "true"
+    b = mesh.instances("b")["b"]
+    assert b["spiffeId"] == "spiffe://cluster.local/ns/shop/sa/b", "recorded from b's credentials"
+    assert not [k for k in b["labels"] if k.startswith("security.plait.io/")], b["labels"]
 
 
 # -- mTLS between sidecars, PeerAuthentication ---------------------------------------------------

@@ -13,6 +13,12 @@ written when an instance registers, changes health or leaves (deregistration, ex
 never for a renewal: heartbeats only move the deadline in memory, and deadlines are not
 stored, since a restored lease gets a fresh full TTL. Rows that no longer read as an
 instance are dropped with a warning rather than stopping the control plane.
+
+An instance keeps the SPIFFE ID of the workload that registered it (`spiffeId`, "" for
+none), which callers' sidecars then require of it. A row written before that field
+existed has none; if it also carries the `security.plait.io/tls` label, which used to be
+enough for mTLS without checking whom, it is dropped: the sidecar's next heartbeat gets
+404 and it registers again, this time with its identity recorded.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from plait.controlplane.mesh import Instance
+from plait.security.labels import TLS_LABEL
+from plait.security.spiffe import SpiffeId
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
     lease_id    TEXT PRIMARY KEY,
     instance_id TEXT NOT NULL UNIQUE,
     ttl         REAL NOT NULL,       -- seconds
-    instance    TEXT NOT NULL        -- JSON: service, address, port, protocol, labels, healthy
+    instance    TEXT NOT NULL        -- JSON: every field of the instance but its id
 )
 """
 
@@ -48,8 +56,8 @@ class StoredLease:
 def _instance_doc(instance: Instance) -> str:
     return json.dumps({"service": instance.service, "address": instance.address,
                        "port": instance.port, "protocol": instance.protocol,
-                       "labels": instance.labels, "healthy": instance.healthy},
-                      sort_keys=True)  # fmt: skip
+                       "labels": instance.labels, "healthy": instance.healthy,
+                       "spiffeId": instance.spiffe_id}, sort_keys=True)  # fmt: skip
 
 
 def _instance(instance_id: str, doc: str) -> Instance:
@@ -59,9 +67,18 @@ def _instance(instance_id: str, doc: str) -> Instance:
     if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ValueError("labels are not a map of strings")
+    if "spiffeId" not in d and labels.get(TLS_LABEL) == "true":
+        raise ValueError("registered before identities were recorded; it registers again at "
+                         "its next heartbeat")  # fmt: skip
+    spiffe_id = d.get("spiffeId", "")
+    if not isinstance(spiffe_id, str):
+        raise ValueError("spiffeId is not a string")
+    if spiffe_id:
+        SpiffeId.parse(spiffe_id)  # ValueError for anything but a SPIFFE ID
     instance = Instance(service=d["service"], address=d["address"], port=d["port"],
                         protocol=d.get("protocol", "http"), labels=labels,
-                        instance_id=instance_id, healthy=d.get("healthy", True))  # fmt: skip
+                        instance_id=instance_id, healthy=d.get("healthy", True),
+                        spiffe_id=spiffe_id)  # fmt: skip
     if not (isinstance(instance.service, str) and isinstance(instance.address, str)
             and type(instance.port) is int and isinstance(instance.protocol, str)
             and isinstance(instance.healthy, bool)):

@@ -22,6 +22,10 @@ class Instance:
     labels: dict[str, str] = field(default_factory=dict)  # app, version, zone, ...
     instance_id: str = ""  # stable id, default f"{service}-{address}:{port}"
     healthy: bool = True
+    # The SPIFFE ID of the workload that registered it, set by the control plane from the
+    # caller's credentials (never from the request); "" when registered without one. Callers
+    # use mTLS to the instance and accept only this identity (push.security).
+    spiffe_id: str = ""
 
 
 class MeshView(Protocol):

@@ -55,11 +55,12 @@ class FakeMeshView:
         self._changed()
 
     def register(self, service: str, address: str, port: int, *, protocol: str = "http",
-                 healthy: bool = True, **labels: str) -> Instance:
-        """Add (or replace) one instance of `service`; labels as keyword arguments."""
+                 healthy: bool = True, spiffe_id: str = "", **labels: str) -> Instance:
+        """Add (or replace) one instance of `service`; labels as keyword arguments;
+        `spiffe_id`: the identity that registered it (as the registry records it)."""
         instance = Instance(service=service, address=address, port=port, protocol=protocol,
                             labels=labels, instance_id=f"{service}-{address}:{port}",
-                            healthy=healthy)
+                            healthy=healthy, spiffe_id=spiffe_id)
         self._instances.setdefault(service, {})[instance.instance_id] = instance
         self._changed()
         return instance

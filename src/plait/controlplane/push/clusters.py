@@ -189,17 +189,25 @@ def _outlier(o) -> outlier_detection_pb2.OutlierDetection:
     return out
 
 
+def cluster_instances(index: MeshIndex, host: str, subset: str) -> list[Instance]:
+    """The registered instances behind the cluster (host, subset): those whose labels
+    include the subset's."""
+    service = index.service(host)
+    wanted = subset_labels(index, host, subset)
+    if service is None or wanted is None:
+        return []
+    return [i for i in service.instances if wanted.items() <= i.labels.items()]
+
+
 def build_load_assignment(index: MeshIndex, *, name: str, host: str, port: int,
                           subset: str, client: locality.Client | None = None
                           ) -> endpoint_pb2.ClusterLoadAssignment:
     """Endpoints of the cluster; empty (not absent) when none match, so clients fail fast.
     `client`: the caller's locality settings (push.locality), None for none."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    service = index.service(host)
-    wanted = subset_labels(index, host, subset)
-    if service is None or wanted is None:
+    chosen = cluster_instances(index, host, subset)
+    if not chosen:
         return assignment
-    chosen = [i for i in service.instances if wanted.items() <= i.labels.items()]
     if client is not None and client.distribute:
         _distribute(assignment, chosen, client)
         return assignment

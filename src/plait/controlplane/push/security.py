@@ -22,17 +22,27 @@ which is Istio's evaluation order. Each rule is one RBAC policy named like Istio
 name the app's port; a Plait inbound listener fronts exactly one, so those conditions are
 decided here, when the filter is made.
 
-Auto mTLS: a caller that holds a certificate uses mTLS to an endpoint whose instance was
-registered by a sidecar holding one (label `security.plait.io/tls: "true"`) unless that
-workload's PeerAuthentication mode is DISABLE; every other endpoint gets plaintext. EDS
-marks such endpoints (`envoy.transport_socket_match: {tlsMode: plait}`), and the caller's
-clusters carry a `transport_socket_matches` entry for that mark, so one cluster may mix
-both kinds during a migration.
+Auto mTLS with secure naming: a caller that holds a certificate uses mTLS to an endpoint
+whose instance was registered by an authenticated workload (the registry records its
+SPIFFE ID on the instance) unless that workload's PeerAuthentication mode is DISABLE,
+and accepts there only a server presenting that SPIFFE ID (URI SAN, exact), as Istio's
+secure naming does. EDS marks such endpoints (`envoy.transport_socket_match: {tlsMode:
+plait, identity: <SPIFFE ID>}`), and the caller's clusters carry one
+`transport_socket_matches` entry per identity behind them, each with its
+`match_typed_subject_alt_names`; every other endpoint gets plaintext, so one cluster may
+mix both kinds during a migration. A last entry, for the bare `{tlsMode: plait}` mark,
+takes endpoints whose own entry the caller does not have yet (EDS and CDS are separate
+responses): it accepts only the cluster's identities, and so refuses them, rather than
+falling back to plaintext; a cluster with no identity at all leaves it without a SAN.
+Instances registered without authentication (`--insecure-dev`) still take mTLS by their
+`security.plait.io/tls` label, as before secure naming: they carry the bare mark, and
+that entry then names no SAN (any certificate of the mesh).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -44,12 +54,14 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import struct_pb2
 
+from plait.controlplane.mesh import Instance
 from plait.controlplane.push.index import MeshIndex, order_key, spec
-from plait.security.labels import NAMESPACE_LABEL, TLS_LABEL, TLS_MODE_KEY, TLS_MODE_VALUE
+from plait.security.labels import (IDENTITY_KEY, NAMESPACE_LABEL, TLS_LABEL, TLS_MODE_KEY,
+                                   TLS_MODE_VALUE)
+from plait.security.spiffe import SpiffeId
 
 MESH_ROOT = "istio-system"
 DEFAULT_MODE = "PERMISSIVE"
@@ -125,9 +137,15 @@ def downstream_socket() -> base_pb2.TransportSocket:
     return socket
 
 
-def upstream_socket() -> base_pb2.TransportSocket:
+def upstream_socket(peers: Iterable[str] = ()) -> base_pb2.TransportSocket:
+    """Our workload certificate, the mesh bundle, and, when `peers` is not empty, the
+    SPIFFE IDs of which the server must present one (URI SAN, exact)."""
     ctx = tls_pb2.UpstreamTlsContext()
     _sds_context(ctx)
+    validation = ctx.common_tls_context.combined_validation_context.default_validation_context
+    for peer in peers:
+        validation.match_typed_subject_alt_names.add(
+            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=StringMatcher(exact=peer))
     socket = base_pb2.TransportSocket(name=TLS_SOCKET)
     socket.typed_config.Pack(ctx)
     return socket
@@ -336,11 +354,51 @@ def _policy(rule, app_port: int | None) -> rbac_pb2.Policy:
 
 # -- auto mTLS --------------------------------------------------------------------------------
 
-def secure_cluster(cluster: cluster_pb2.Cluster) -> None:
-    """A caller that holds a certificate: mTLS to the endpoints EDS marks."""
-    match = cluster.transport_socket_matches.add(name=f"{TLS_MODE_KEY}-{TLS_MODE_VALUE}")
-    match.match.update({TLS_MODE_KEY: TLS_MODE_VALUE})
-    match.transport_socket.CopyFrom(upstream_socket())
+def mtls_peer(index: MeshIndex, instance: Instance) -> str | None:
+    """Whom a caller's sidecar must find at `instance` over mTLS: the SPIFFE ID that
+    registered it; "" for an instance that takes mTLS by its label alone (registered
+    without authentication: any mesh certificate); None when callers use plaintext."""
+    if instance.spiffe_id:
+        try:
+            namespace = SpiffeId.parse(instance.spiffe_id).namespace
+        except ValueError:
+            return None  # the registry stores only parsed IDs; never trust anything else
+        peer = instance.spiffe_id
+    elif instance.labels.get(TLS_LABEL) == "true":
+        namespace = instance.labels.get(NAMESPACE_LABEL) or "default"
+        peer = ""
+    else:
+        return None
+    labels = workload_labels(instance.service, instance.labels)
+    return None if peer_mode(index, namespace, labels) == "DISABLE" else peer
+
+
+def _peer(index: MeshIndex, instance: Instance) -> str | None:
+    return index.memo(("mtls_peer", instance.service, instance.instance_id),
+                      lambda: mtls_peer(index, instance))
+
+
+def _mark(peer: str) -> dict[str, str]:
+    """EDS metadata of an mTLS endpoint, and the match of its cluster entry."""
+    if not peer:
+        return {TLS_MODE_KEY: TLS_MODE_VALUE}
+    return {TLS_MODE_KEY: TLS_MODE_VALUE, IDENTITY_KEY: peer}
+
+
+def secure_cluster(cluster: cluster_pb2.Cluster, index: MeshIndex,
+                   instances: list[Instance]) -> None:
+    """A caller that holds a certificate: mTLS to the endpoints EDS marks, each held to
+    the identity that registered it (see the module note). `instances`: the cluster's."""
+    peers = {_peer(index, i) for i in instances} - {None}
+    names = sorted(peers - {""})
+    base = f"{TLS_MODE_KEY}-{TLS_MODE_VALUE}"
+    for name in names:
+        entry = cluster.transport_socket_matches.add(name=f"{base}-{name}")
+        entry.match.update(_mark(name))
+        entry.transport_socket.CopyFrom(upstream_socket([name]))
+    entry = cluster.transport_socket_matches.add(name=base)
+    entry.match.update(_mark(""))
+    entry.transport_socket.CopyFrom(upstream_socket([] if "" in peers else names))
 
 
 def mark_endpoints(index: MeshIndex, assignment, host: str) -> None:
@@ -348,19 +406,16 @@ def mark_endpoints(index: MeshIndex, assignment, host: str) -> None:
     service = index.service(host)
     if service is None:
         return
-    capable = {}
+    marks = {}
     for inst in service.instances:
-        if inst.labels.get(TLS_LABEL) == "true":
-            labels = workload_labels(inst.service, inst.labels)
-            ns = inst.labels.get(NAMESPACE_LABEL) or "default"
-            if peer_mode(index, ns, labels) != "DISABLE":
-                capable[(inst.address, inst.port)] = True
-    if not capable:
+        peer = _peer(index, inst)
+        if peer is not None:
+            marks.setdefault((inst.address, inst.port), _mark(peer))
+    if not marks:
         return
-    mark = struct_pb2.Struct()
-    mark.update({TLS_MODE_KEY: TLS_MODE_VALUE})
     for locality in assignment.endpoints:
         for lb in locality.lb_endpoints:
             sa = lb.endpoint.address.socket_address
-            if (sa.address, sa.port_value) in capable:
-                lb.metadata.filter_metadata[SOCKET_MATCH].CopyFrom(mark)
+            mark = marks.get((sa.address, sa.port_value))
+            if mark is not None:
+                lb.metadata.filter_metadata[SOCKET_MATCH].update(mark)

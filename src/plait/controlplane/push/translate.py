@@ -224,7 +224,8 @@ def _cluster(index: MeshIndex, *, mtls: bool, **how):
     if not how["proxyless"]:  # active checks are the sidecar's (push.health_checks)
         health_checks.add_health_check(index, cluster, host=how["host"], subset=how["subset"])
     if mtls:  # auto mTLS (push.security): the caller holds a certificate
-        security.secure_cluster(cluster)
+        security.secure_cluster(cluster, index, clusters.cluster_instances(
+            index, how["host"], how["subset"]))
     return cluster
 
 

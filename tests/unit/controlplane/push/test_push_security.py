@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 
 from plait.codec.http1 import Request
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
 from plait.controlplane.push import security
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
 from plait.dataplane import filters
 from plait.dataplane.compile import compile_cluster, compile_endpoints, compile_listener
+from plait.dataplane.net.tls_store import name_accepted
 from plait.security.labels import NAMESPACE_LABEL, TLS_LABEL
 from plait.testing.meshview import FakeMeshView
 from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER
@@ -240,3 +243,96 @@ def test_auto_mtls_to_endpoints_that_hold_a_certificate() -> None:
     assert outbound(view(), mtls=False) == {"127.0.0.1": False, "127.0.0.2": False}
     disabled = pa("w", "DISABLE", selector={"app": "b"})
     assert outbound(view(disabled), mtls=True) == {"127.0.0.1": False, "127.0.0.2": False}
+
+
+# -- secure naming --------------------------------------------------------------------------------
+
+SHOP_B = "spiffe://cluster.local/ns/shop/sa/b"
+SHOP_B2 = "spiffe://cluster.local/ns/shop/sa/b-canary"
+
+
+def named_view(yaml_text: str = "") -> FakeMeshView:
+    """b behind three endpoints: two registered by workloads (their SPIFFE IDs recorded),
+    one by a caller the registry could not authenticate, which only its label marks."""
+    v = FakeMeshView()
+    v.register("b", "127.0.0.1", 15006, spiffe_id=SHOP_B, version="v1")
+    v.register("b", "127.0.0.2", 15006, spiffe_id=SHOP_B2, version="v2")
+    v.register("b", "127.0.0.3", 15006, **{TLS_LABEL: "true", NAMESPACE_LABEL: "shop"})
+    if yaml_text:
+        v.apply_yaml(yaml_text)
+    return v
+
+
+def caller_config(v: FakeMeshView, subset: str = "", *,
+                  endpoints_from: FakeMeshView | None = None):
+    """(the compiled cluster b[/subset] of a caller with a certificate, its raw Cluster).
+    `endpoints_from`: take EDS from another view (a caller whose CDS and EDS disagree)."""
+    proxy = ProxyInfo.from_metadata("a-1", {"app": "a", "mtls": True, "namespace": "shop",
+                                            "dependencies": ["b"]})
+    name = f"outbound|15006|{subset}|b"
+    out = translate(v, proxy)
+    cla = translate(endpoints_from or v, proxy)[ENDPOINT][name]
+    return compile_cluster(out[CLUSTER][name], {name: cla}, path="c"), out[CLUSTER][name]
+
+
+def names_by_host(cluster) -> dict[str, list[bytes] | None]:
+    """Endpoint address → the exact names its server must present (None: plaintext)."""
+    return {ep.host: None if ep.tls is None else [m.exact for m in ep.tls.peer_names]
+            for ep in cluster.endpoints}
+
+
+def test_each_endpoint_must_present_the_identity_that_registered_it() -> None:
+    cluster, raw = caller_config(named_view())
+    assert names_by_host(cluster) == {"127.0.0.1": [SHOP_B.encode()],
+                                      "127.0.0.2": [SHOP_B2.encode()],
+                                      "127.0.0.3": []}  # unauthenticated: any mesh certificate
+    sans = [tls_pb2.UpstreamTlsContext() for _ in raw.transport_socket_matches]
+    for ctx, entry in zip(sans, raw.transport_socket_matches):
+        entry.transport_socket.typed_config.Unpack(ctx)
+    typed = [[(m.san_type, m.matcher.exact) for m in ctx.common_tls_context
+              .combined_validation_context.default_validation_context
+              .match_typed_subject_alt_names] for ctx in sans]
+    uri = common_pb2.SubjectAltNameMatcher.URI
+    assert typed == [[(uri, SHOP_B)], [(uri, SHOP_B2)], []]
+    by_host = {ep.host: ep.tls for ep in cluster.endpoints}
+    assert name_accepted(by_host["127.0.0.1"].peer_names, SHOP_B)
+    assert not name_accepted(by_host["127.0.0.1"].peer_names, SHOP_B2)
+    assert not name_accepted(by_host["127.0.0.1"].peer_names, SHOP_A)
+
+
+def test_a_subset_names_only_the_identities_behind_it() -> None:
+    rule = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: shop}
+spec:
+  host: b
+  subsets: [{name: v1, labels: {version: v1}}]
+"""
+    cluster, raw = caller_config(named_view(rule), "v1")
+    assert names_by_host(cluster) == {"127.0.0.1": [SHOP_B.encode()]}
+    assert [e.name for e in raw.transport_socket_matches] == [f"tlsMode-plait-{SHOP_B}",
+                                                              "tlsMode-plait"]
+
+
+def test_an_endpoint_whose_entry_has_not_arrived_is_held_to_the_cluster_identities() -> None:
+    v = FakeMeshView()
+    v.register("b", "127.0.0.1", 15006, spiffe_id=SHOP_B)
+    newer = FakeMeshView()  # EDS already has a second workload that CDS does not name yet
+    newer.register("b", "127.0.0.1", 15006, spiffe_id=SHOP_B)
+    newer.register("b", "127.0.0.2", 15006, spiffe_id=SHOP_B2)
+    cluster, _ = caller_config(v, endpoints_from=newer)
+    assert names_by_host(cluster) == {"127.0.0.1": [SHOP_B.encode()],
+                                      "127.0.0.2": [SHOP_B.encode()]}  # TLS, and refused
+
+
+def test_no_identity_without_authentication_and_none_under_disable() -> None:
+    v = named_view(pa("w", "DISABLE", selector={"version": "v2"}))
+    cluster, _ = caller_config(v)
+    assert names_by_host(cluster)["127.0.0.2"] is None  # its workload says DISABLE
+    plain = FakeMeshView()
+    plain.register("b", "127.0.0.1", 15006, spiffe_id="")
+    assert names_by_host(caller_config(plain)[0]) == {"127.0.0.1": None}
+    bad = FakeMeshView()  # never stored by the registry; not trusted if it were
+    bad.register("b", "127.0.0.1", 15006, spiffe_id="cluster.local/ns/shop/sa/b")
+    assert names_by_host(caller_config(bad)[0]) == {"127.0.0.1": None}
