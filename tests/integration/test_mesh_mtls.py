@@ -121,6 +121,43 @@ def test_calls_between_sidecars_use_mtls(mesh) -> None:
                what="b's access log names a as the mTLS peer")
 
 
+def test_a_caller_accepts_at_an_endpoint_only_the_identity_that_registered_it(mesh) -> None:
+    """Secure naming. The workload shop/misrouted registers an endpoint of its service at
+    b's address: a valid mesh certificate answers there, but b's, not its own. A caller's
+    sidecar refuses it after the handshake, before sending anything; b, at the address b
+    registered, serves the same caller."""
+    b = mesh.apps["b"]
+    token = mesh.token("shop", "misrouted")
+    context = ssl.create_default_context(cafile=str(mesh.control.ca_file))
+    with httpx.Client(base_url=mesh.control.api_url, verify=context, timeout=10,
+                      headers={"authorization": f"Bearer {token}"}) as client:
+        registered = client.post("/api/v1/registry/instances", json={
+            "service": "misrouted", "address": "127.0.0.1", "port": b.inbound_port,
+            "labels": {"security.plait.io/tls": "true"}, "ttl": 120})
+        assert registered.status_code == 201, registered.text
+        try:
+            assert registered.json()["spiffeId"] == "spiffe://cluster.local/ns/shop/sa/misrouted"
+            caller = mesh.add_app("caller", dependencies=("b", "misrouted"))
+            mesh.wait_routable(caller, "b", {"b"}, timeout=10)
+            wait_until(lambda: caller.service_endpoints("misrouted")
+                       == {f"127.0.0.1:{b.inbound_port}"}, timeout=10,
+                       what="the caller knows the misrouted endpoint")
+            served = b.upstream.count()["requests"]
+            replies = [caller.call("misrouted") for _ in range(5)]
+            assert [(r.status, r.headers.get("x-plait-error")) for r in replies] == \
+                [(503, "upstream_connect_failure")] * 5
+            assert b.upstream.count()["requests"] == served, "no request reached b"
+            failed = [v for labels, v in caller.stats().series(
+                "plait_upstream_cx_connect_fail_total") if labels["cluster"].endswith("|misrouted")]
+            assert sum(failed) >= 5, failed
+            reply = caller.call("b")
+            assert (reply.status, reply.served_by) == (200, "b")
+        finally:
+            client.delete(f"/api/v1/registry/leases/{registered.json()['leaseId']}")
+            if "caller" in mesh.apps and mesh.apps["caller"].running:
+                mesh.apps["caller"].stop_sidecar()
+
+
 def test_permissive_serves_plaintext_and_mtls_on_one_port(mesh) -> None:
     status, _, _ = direct(mesh, "b")
     assert status == 200
