@@ -15,8 +15,10 @@ Two sidecar configurations route every request to the same nginx upstream:
 Each is measured the way bench/http1.py measures Plait: a fresh `plait sidecar
 --concurrency 1 --access-log off` alone on one CPU, nginx and the load on the other;
 wrk (one thread, --connections keep-alive connections) for --warmup then --duration
-seconds at saturation; then --rate req/s from `_paced.py` for --duration seconds, during
-which the sidecar's own CPU time per request is read from /proc. Rounds are interleaved
+seconds at saturation; then --rate req/s from `_paced.py` for --duration seconds. Under
+both loads the sidecar's own CPU time per request is read too (/proc, over the requests
+its stats say it served), which a neighbour taking part of the CPU disturbs less than
+throughput. Rounds are interleaved
 (none, governance, none, ...) and each configuration is reported by its median round.
 After each governance run the sidecar's stats must show that nothing tripped (no
 refusal, rejection, ejection, overflow or retry) and that health checks ran; otherwise
@@ -199,6 +201,7 @@ def scrape(admin_port: int) -> sc.Metrics:
 class Row:
     saturation: LoadResult
     paced: LoadResult
+    cpu_sat_us: float  # the sidecar's CPU time per request at saturation
     cpu_us: float  # the sidecar's CPU time per request at the fixed rate
     other_load: float  # share of the proxy CPU used by processes not in the benchmark
     hc_attempts: int
@@ -216,15 +219,18 @@ def measure(scenario: str, procs: Procs, workdir: Path, upstream: Server, args, 
                     cpus=load_cpus)
         interference = Interference(min(proxy_cpus), target.proc)
         interference.start()
-        saturation = run_wrk(procs, target.url, connections=args.connections,
-                             seconds=args.duration, cpus=load_cpus)
         served0 = scrape(admin_port).value("plait_downstream_rq_total")
         ticks0 = group_cpu_ticks(target.proc)
+        saturation = run_wrk(procs, target.url, connections=args.connections,
+                             seconds=args.duration, cpus=load_cpus)
+        ticks1 = group_cpu_ticks(target.proc)
+        served1 = scrape(admin_port).value("plait_downstream_rq_total")
+        ticks2 = group_cpu_ticks(target.proc)
         paced = run_paced(procs, target.host, target.port, rate=args.rate,
                           seconds=args.duration, cpus=load_cpus)
-        ticks = group_cpu_ticks(target.proc) - ticks0
+        ticks3 = group_cpu_ticks(target.proc)
         stats = scrape(admin_port)
-        served = stats.value("plait_downstream_rq_total") - served0
+        served2 = stats.value("plait_downstream_rq_total")
         other = interference.share()
     finally:
         procs.stop(target.proc)
@@ -234,15 +240,22 @@ def measure(scenario: str, procs: Procs, workdir: Path, upstream: Server, args, 
     hc = int(stats.value("plait_health_check_attempt_total"))
     if scenario == "governance" and hc == 0:
         raise RuntimeError("governance: no health check ran during the run")
-    cpu_us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / served if served else 0.0
-    return Row(saturation, paced, cpu_us, other, hc)
+    return Row(saturation, paced, _per_request_us(ticks1 - ticks0, served1 - served0),
+               _per_request_us(ticks3 - ticks2, served2 - served1), other, hc)
+
+
+def _per_request_us(ticks: int, requests: float) -> float:
+    return ticks / os.sysconf("SC_CLK_TCK") * 1e6 / requests if requests else 0.0
 
 
 def combine(rows: list[Row]) -> Row:
     """One row from several rounds: medians of the measurements, the worst other load."""
-    cpu = sorted(r.cpu_us for r in rows)
+    def med(attr: str) -> float:
+        values = sorted(getattr(r, attr) for r in rows)
+        return values[len(values) // 2]
+
     return Row(median_result([r.saturation for r in rows]),
-               median_result([r.paced for r in rows]), cpu[len(cpu) // 2],
+               median_result([r.paced for r in rows]), med("cpu_sat_us"), med("cpu_us"),
                max(r.other_load for r in rows), max(r.hc_attempts for r in rows))
 
 
@@ -257,27 +270,34 @@ def report(rows: dict[str, Row], runs: dict[str, list[Row]], costs: dict[str, fl
                         f"median of {args.rounds} round(s)"
                         + (f"; per-try timeout {args.per_try_timeout:g} s"
                            if args.per_try_timeout else ""))
-    for col in ("config", "req/s", "p50", "p99", f"p50 @{args.rate}/s", f"p99 @{args.rate}/s",
-                f"CPU/req @{args.rate}/s", "filters µs/req", "errors", "other load"):
+    for col in ("config", "req/s", "p50", "p99", "CPU/req", f"p50 @{args.rate}/s",
+                f"p99 @{args.rate}/s", f"CPU/req @{args.rate}/s", "filters µs/req", "errors",
+                "other load"):
         table.add_column(col, justify="left" if col == "config" else "right")
     for name, r in rows.items():
         table.add_row(name, f"{r.saturation.rps:,.0f}", _us(r.saturation.p50_us),
-                      _us(r.saturation.p99_us), _us(r.paced.p50_us), _us(r.paced.p99_us),
-                      _us(r.cpu_us), f"{costs[name]:.2f}",
+                      _us(r.saturation.p99_us), _us(r.cpu_sat_us), _us(r.paced.p50_us),
+                      _us(r.paced.p99_us), _us(r.cpu_us), f"{costs[name]:.2f}",
                       str(r.saturation.errors + r.paced.errors), f"{r.other_load:.0%}")
     console.print(table)
-    console.print("  other load: the largest share of the proxy CPU that processes outside the "
-                  "benchmark used while a configuration was measured")
+    console.print("  CPU/req: the sidecar's CPU time (user + system) over the requests it served "
+                  "in that load; other load: the largest share of the proxy CPU that processes "
+                  "outside the benchmark used while a configuration was measured")
     for name, rs in runs.items():
-        console.print(f"  {name}: req/s by round "
+        console.print(f"  {name} by round: req/s "
                       + ", ".join(f"{r.saturation.rps:,.0f}" for r in rs)
-                      + "; CPU/req by round " + ", ".join(_us(r.cpu_us) for r in rs)
-                      + "; other load by round " + ", ".join(f"{r.other_load:.0%}" for r in rs))
+                      + "; CPU/req " + ", ".join(_us(r.cpu_sat_us) for r in rs)
+                      + f"; CPU/req @{args.rate}/s " + ", ".join(_us(r.cpu_us) for r in rs)
+                      + "; other load " + ", ".join(f"{r.other_load:.0%}" for r in rs))
     gov = rows.get("governance")
+    base = rows.get("none")
     if gov is not None:
         console.print(f"  governance: nothing tripped; {gov.hc_attempts} health checks in the "
                       f"longest-lived run")
-    base = rows.get("none")
+    if gov is not None and base is not None and base.cpu_sat_us and base.cpu_us:
+        console.print(f"  CPU per request, governance over none: "
+                      f"{gov.cpu_sat_us / base.cpu_sat_us:.2f} at saturation, "
+                      f"{gov.cpu_us / base.cpu_us:.2f} at {args.rate} req/s")
     if base is None or gov is None or base.saturation.rps <= 0:
         return "governance: cost_pct=n/a rps_none=n/a rps_governance=n/a"
     cost = (1 - gov.saturation.rps / base.saturation.rps) * 100
