@@ -140,7 +140,10 @@ class WorkloadIdentity:
     # -- what others learn about us -------------------------------------------------------
 
     def registry_labels(self) -> dict[str, str]:
-        """Labels for the registered instance: callers use mTLS to it (auto mTLS)."""
+        """Labels for the registered instance: callers use mTLS to it (auto mTLS). The
+        control plane believes them only from a registration sent without credentials
+        (which only `--insecure-dev` accepts); otherwise it drops them and records the
+        identity the credentials prove."""
         ns = self.spiffe_id.namespace if self.spiffe_id else ""
         return {TLS_LABEL: "true", NAMESPACE_LABEL: ns}
 
