@@ -15,6 +15,7 @@ import socket
 import pytest
 import yaml
 
+from plait.testing.control import run_cli, start_control
 from plait.testing.mesh import Mesh, wait_until
 from plait.testing.secure_mesh import SecureMesh
 
@@ -44,6 +45,35 @@ def health_of(caller, service: str) -> dict[str, str]:
 
 def checks(caller, what: str) -> float:
     return caller.stats().value(f"plait_health_check_{what}_total")
+
+
+def test_the_kind_through_the_cli(tmp_path):
+    control = start_control(tmp_path / "control")
+    try:
+        def cli(*args: str, stdin: str | None = None):
+            done = run_cli(control, *args, stdin=stdin)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        assert cli("apply", "-f", "-", stdin=health_check("pricing")).strip() == (
+            "HealthCheck shop/pricing configured (version 1)")
+        row = cli("get", "hc", "-n", "shop").splitlines()[1].split()
+        assert row[:4] == ["shop", "pricing", "pricing", "1"]
+        slower = health_check("pricing").replace("interval: 200ms", "interval: 10s")
+        assert "(version 2)" in cli("apply", "-f", "-", stdin=slower)
+        history = cli("history", "healthcheck", "pricing", "-n", "shop").splitlines()[1:]
+        assert [line.split()[0] for line in history] == ["1", "2"]
+        assert "now version 3" in cli("rollback", "hc", "pricing", "-n", "shop", "--to", "1")
+        current = yaml.safe_load(cli("get", "hc", "pricing", "-n", "shop", "-o", "yaml"))
+        assert current["spec"]["interval"] == "200ms"
+        refused = run_cli(control, "apply", "-f", "-",
+                          stdin=health_check("pricing").replace("150ms", "1s"))
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            "error: spec.timeout: must be shorter than the interval (200ms) (document 1)")
+        assert "deleted" in cli("delete", "hc", "pricing", "-n", "shop")
+    finally:
+        control.stop()
 
 
 @pytest.fixture
