@@ -122,9 +122,10 @@ class Exchange:
         """Run the rest of the filter chain, then the router if every filter continued.
         A filter that stopped the request (a fault delay) calls this to go on."""
         chain = self.mgr.filters
-        while self.filter_index < len(chain):
-            f = chain[self.filter_index]
-            self.filter_index += 1
+        i = self.filter_index
+        for f in chain[i:] if i else chain:
+            i += 1
+            self.filter_index = i  # before the call: a filter that stops may resume at once
             if not f.on_request(self):
                 return
         self.forward()
@@ -410,8 +411,9 @@ class Exchange:
         status = resp.status
         if status < 200 and status != 101:
             return  # 1xx interim: the client already had our own 100 Continue
-        if self.cluster.outlier is not None:
-            self._outlier(status)
+        detector = self.cluster.outlier  # _outlier(status), without the call
+        if detector is not None and self.host is not None:
+            detector.observe(self.host, status)
         retry = self.route.retry
         if retry is not None and (status >= 500 or status in retry.retriable_status_codes) \
                 and self._can_retry(None, status):
