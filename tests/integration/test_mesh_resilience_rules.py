@@ -66,12 +66,22 @@ def applied(mesh):
         for app in apps:
             wait_until(lambda: listener_version(app) != before[app.instance],
                        timeout=2, what=f"{app.instance} takes the new rules")
+            # A caller's breaker travels in its routes, which may follow the listener:
+            # wait until everything the control plane sent this proxy is ACKed.
+            wait_until(lambda: synced(mesh, app), timeout=2,
+                       what=f"{app.instance} has ACKed every type")
 
     yield apply
     for item in done:
         gone = mesh.api("DELETE", f"/api/v1/resources/{item['kind']}/{item['namespace']}/"
                                   f"{item['name']}")
         assert gone.status_code in (200, 404), gone.text
+
+
+def synced(mesh, app) -> bool:
+    proxy = mesh.proxies().get(app.instance)  # an app's node id is its instance name
+    return proxy is not None and all(
+        t.get("version_acked") == t.get("version_sent") for t in proxy["types"].values())
 
 
 def listener_version(app) -> str:
