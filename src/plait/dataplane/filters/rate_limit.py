@@ -115,32 +115,38 @@ def compile_config(msg: TypedStruct, path: str) -> RateLimitConfig:
 
 
 class Buckets:
-    """One rule's token buckets: key value -> [tokens, time of the last fill]."""
+    """One rule's token buckets: key value -> [tokens, time of the last fill].
 
-    __slots__ = ("entries", "max_keys", "last")
+    The bucket of the last take is kept at hand, so a rule whose requests share a key (the
+    service, or one busy caller) finds it without a lookup or a reordering."""
+
+    __slots__ = ("entries", "max_keys", "last", "last_bucket")
 
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self.entries: OrderedDict[bytes, list] = OrderedDict()
         self.max_keys = max_keys
-        self.last = None  # the key of the last take: already the most recently used
+        self.last = None  # the key of the last take, already the most recently used
+        self.last_bucket = None  # and its bucket
 
     def take(self, rule: RuleConfig, key: bytes, now: float) -> bool:
         """Take a token from `key`'s bucket at time `now`; False if it is empty."""
-        entries = self.entries
-        if key in entries:
-            b = entries[key]
-            if key != self.last:  # one key after another (a service key): no reordering
-                entries.move_to_end(key)
-            elapsed = now - b[1]
-            if elapsed >= rule.fill_interval:  # exactly when int(elapsed / interval) > 0
-                fills = int(elapsed / rule.fill_interval)
-                b[0] = min(rule.max_tokens, b[0] + fills * rule.tokens_per_fill)
-                b[1] += fills * rule.fill_interval
+        if key == self.last:
+            b = self.last_bucket
         else:
-            if len(entries) >= self.max_keys:
-                entries.popitem(last=False)
-            b = entries[key] = [rule.max_tokens, now]
-        self.last = key
+            entries = self.entries
+            b = entries.get(key)
+            if b is None:
+                if len(entries) >= self.max_keys:
+                    entries.popitem(last=False)
+                b = entries[key] = [rule.max_tokens, now]
+            else:
+                entries.move_to_end(key)
+            self.last, self.last_bucket = key, b
+        elapsed = now - b[1]
+        if elapsed >= rule.fill_interval:  # exactly when int(elapsed / interval) > 0
+            fills = int(elapsed / rule.fill_interval)
+            b[0] = min(rule.max_tokens, b[0] + fills * rule.tokens_per_fill)
+            b[1] += fills * rule.fill_interval
         if b[0] >= 1:
             b[0] -= 1
             return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters import rate_limit as rl
@@ -54,6 +56,33 @@ def test_keys_have_their_own_buckets_and_the_map_is_bounded():
     assert b.take(r, b"d", 0.0)  # evicts b, the least recently used
     assert list(b.entries) == [b"c", b"a", b"d"]
     assert b.take(r, b"b", 0.0)  # b forgot it was spent: a fresh bucket
+
+
+@given(st.integers(1, 3), st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d"]),
+                                             st.integers(0, 700)), max_size=200))
+def test_buckets_agree_with_a_plain_lru_model(max_keys, steps):
+    # The model: every key's [tokens, last fill] in least-recently-used order, refilled
+    # with whole intervals, the oldest key forgotten beyond max_keys.
+    r = rule(tokensPerFill=2, fillIntervalMs=500, maxTokens=3)
+    b = rl.Buckets(max_keys=max_keys)
+    model: dict[bytes, list] = {}
+    now = 0.0
+    for key, gap_ms in steps:
+        now += gap_ms / 1000
+        bucket = model.pop(key, None)
+        if bucket is None:
+            if len(model) >= max_keys:
+                del model[next(iter(model))]
+            bucket = [r.max_tokens, now]
+        fills = int((now - bucket[1]) / r.fill_interval)
+        if fills > 0:
+            bucket[0] = min(r.max_tokens, bucket[0] + fills * r.tokens_per_fill)
+            bucket[1] += fills * r.fill_interval
+        model[key] = bucket
+        expected = bucket[0] >= 1
+        bucket[0] -= expected
+        assert b.take(r, key, now) == expected
+        assert list(b.entries.items()) == list(model.items())
 
 
 @pytest.mark.parametrize("key,headers,peer,expected", [
