@@ -137,8 +137,9 @@ class Window:
         self.low = self.high = 0.0  # its epoch and the next as floats (comparing is cheap)
         self.sum_total = self.sum_errors = self.sum_slow = 0
 
-    def add(self, now: float, error: bool, slow: bool) -> tuple[int, int, int]:
-        """Count one outcome at `now`; return the window's sums."""
+    def add(self, now: float, error: bool, slow: bool) -> None:
+        """Count one outcome at `now`; the window's sums are then `sum_total`,
+        `sum_errors` and `sum_slow` (read there: a returned tuple costs its unpacking)."""
         q = now / self.width
         if not self.low <= q < self.high:  # int(q) is not the slice's epoch
             self._enter(int(q))
@@ -151,7 +152,6 @@ class Window:
         if slow:
             self.slow[i] += 1
             self.sum_slow += 1
-        return self.sum_total, self.sum_errors, self.sum_slow
 
     def _enter(self, epoch: int) -> None:
         """Start counting in `epoch`'s slice: clear it if it held an older one, and add up
@@ -232,9 +232,11 @@ class Breaker:
             return None
         if self.state is not _CLOSED:
             return None
-        total, errors, slows = self.window.add(now, failed, slow)
+        w = self.window
+        w.add(now, failed, slow)
         strategy = cfg.strategy
-        measure = slows if strategy is _SLOW_RATIO else errors
+        measure = w.sum_slow if strategy is _SLOW_RATIO else w.sum_errors
+        total = w.sum_total
         if not measure or total < cfg.min_requests:
             return None  # no error (or slow request) in the window exceeds no threshold
         if strategy is _ERROR_COUNT:
