@@ -18,8 +18,8 @@ wrk (one thread, --connections keep-alive connections) for --warmup then --durat
 seconds at saturation; then --rate req/s from `_paced.py` for --duration seconds. Under
 both loads the sidecar's own CPU time per request is read too (/proc, over the requests
 its stats say it served), which a neighbour taking part of the CPU disturbs less than
-throughput. Rounds are interleaved
-(none, governance, none, ...) and each configuration is reported by its median round.
+throughput. Rounds are interleaved (none, governance, none, ...) and each configuration
+is reported by its median round.
 After each governance run the sidecar's stats must show that nothing tripped (no
 refusal, rejection, ejection, overflow or retry) and that health checks ran; otherwise
 the run fails, since it would no longer measure quiet governance.
