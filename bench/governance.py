@@ -348,7 +348,8 @@ def main(argv=None) -> int:
             upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
             for round_no in range(1, args.rounds + 1):
                 for scenario in SCENARIOS:
-                    console.print(f"[bold]{scenario}[/]: measuring (round {round_no}/{args.rounds}) …")
+                    console.print(f"[bold]{scenario}[/]: measuring "
+                                  f"(round {round_no}/{args.rounds}) …")
                     runs.setdefault(scenario, []).append(measure(
                         scenario, procs, Path(tmp), upstream, args, proxy_cpus, load_cpus))
         except KeyboardInterrupt:
