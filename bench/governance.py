@@ -12,14 +12,17 @@ Two sidecar configurations route every request to the same nginx upstream:
   `circuit_breakers` thresholds (max_connections, max_pending_requests, max_requests,
   max_retries) with a retry budget, and an active HTTP health check every second.
 
-Each is measured the way bench/http1.py measures Plait: a fresh `plait sidecar
---concurrency 1 --access-log off` alone on one CPU, nginx and the load on the other;
-wrk (one thread, --connections keep-alive connections) for --warmup then --duration
-seconds at saturation; then --rate req/s from `_paced.py` for --duration seconds. Under
-both loads the sidecar's own CPU time per request is read too (/proc, over the requests
-its stats say it served), which a neighbour taking part of the CPU disturbs less than
-throughput. Rounds are interleaved (none, governance, none, ...) and each configuration
-is reported by its median round.
+Each is measured the way bench/http1.py measures Plait: `plait sidecar --concurrency 1
+--access-log off` on one CPU, nginx and the load on the other; wrk (one thread,
+--connections keep-alive connections) for --warmup then --duration seconds at
+saturation; then --rate req/s from `_paced.py` for --duration seconds. Under both loads
+the sidecar's own CPU time per request is read too (/proc, over the requests its stats
+say it served), which a neighbour taking part of the CPU disturbs less than throughput.
+A round starts a fresh sidecar of each configuration side by side on the proxy CPU and
+loads them in turn (saturation for one, then the other; then the fixed rate likewise),
+so the two measurements of a load are seconds apart; the idle one only runs its timers.
+Which goes first alternates between rounds. Each configuration is reported by its median
+round, and the cost of each round (its own pair) is printed too.
 After each governance run the sidecar's stats must show that nothing tripped (no
 refusal, rejection, ejection, overflow or retry) and that health checks ran; otherwise
 the run fails, since it would no longer measure quiet governance.
@@ -207,41 +210,80 @@ class Row:
     hc_attempts: int
 
 
-def measure(scenario: str, procs: Procs, workdir: Path, upstream: Server, args, proxy_cpus,
-            load_cpus) -> Row:
+@dataclass
+class Subject:
+    """A running sidecar of one configuration and what its measurements need."""
+
+    scenario: str
+    target: Server
+    admin_port: int
+    procs: Procs  # its own, so that each sidecar keeps its own log
+
+
+def start_subject(scenario: str, workdir: Path, upstream: Server, args, proxy_cpus) -> Subject:
     config = bootstrap(scenario, upstream, per_try_timeout=args.per_try_timeout)
-    admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+    workdir.mkdir(exist_ok=True)
+    procs = Procs(workdir)
     target = start_sidecar(procs, workdir, upstream, cpus=proxy_cpus, config=config)
+    subject = Subject(scenario, target, config["admin"]["address"]["socket_address"]
+                      ["port_value"], procs)
+    check_routed(target)
+    return subject
+
+
+def served(subject: Subject) -> float:
+    return scrape(subject.admin_port).value("plait_downstream_rq_total")
+
+
+def measure_round(order: tuple[str, ...], procs: Procs, workdir: Path, upstream: Server,
+                  args, proxy_cpus, load_cpus) -> dict[str, Row]:
+    """One round: a fresh sidecar of each configuration, both on the proxy CPU, loaded in
+    turn (saturation for each, then the fixed rate for each), so that the two
+    measurements of a load are seconds apart. Only the one under load does any work."""
+    subjects: list[Subject] = []
     try:
-        check_routed(target)
-        if args.warmup:
-            run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup,
-                    cpus=load_cpus)
-        interference = Interference(min(proxy_cpus), target.proc)
-        interference.start()
-        served0 = scrape(admin_port).value("plait_downstream_rq_total")
-        ticks0 = group_cpu_ticks(target.proc)
-        saturation = run_wrk(procs, target.url, connections=args.connections,
-                             seconds=args.duration, cpus=load_cpus)
-        ticks1 = group_cpu_ticks(target.proc)
-        served1 = scrape(admin_port).value("plait_downstream_rq_total")
-        ticks2 = group_cpu_ticks(target.proc)
-        paced = run_paced(procs, target.host, target.port, rate=args.rate,
-                          seconds=args.duration, cpus=load_cpus)
-        ticks3 = group_cpu_ticks(target.proc)
-        stats = scrape(admin_port)
-        served2 = stats.value("plait_downstream_rq_total")
-        other = interference.share()
+        for scenario in order:
+            subjects.append(start_subject(scenario, workdir / scenario, upstream, args,
+                                          proxy_cpus))
+        for s in subjects:
+            if args.warmup:
+                run_wrk(procs, s.target.url, connections=args.connections,
+                        seconds=args.warmup, cpus=load_cpus)
+        saturation, paced, cpu_sat, cpu_paced, other = {}, {}, {}, {}, {}
+        for s in subjects:
+            interference = Interference(min(proxy_cpus), s.target.proc)
+            interference.start()
+            served0, ticks0 = served(s), group_cpu_ticks(s.target.proc)
+            saturation[s.scenario] = run_wrk(procs, s.target.url, connections=args.connections,
+                                             seconds=args.duration, cpus=load_cpus)
+            ticks1 = group_cpu_ticks(s.target.proc)
+            cpu_sat[s.scenario] = _per_request_us(ticks1 - ticks0, served(s) - served0)
+            other[s.scenario] = interference.share()
+        for s in subjects:
+            interference = Interference(min(proxy_cpus), s.target.proc)
+            interference.start()
+            served0, ticks0 = served(s), group_cpu_ticks(s.target.proc)
+            paced[s.scenario] = run_paced(procs, s.target.host, s.target.port, rate=args.rate,
+                                          seconds=args.duration, cpus=load_cpus)
+            ticks1 = group_cpu_ticks(s.target.proc)
+            cpu_paced[s.scenario] = _per_request_us(ticks1 - ticks0, served(s) - served0)
+            other[s.scenario] = max(other[s.scenario], interference.share())
+        stats = {s.scenario: scrape(s.admin_port) for s in subjects}
     finally:
-        procs.stop(target.proc)
-    tripped = {name: stats.value(name) for name in TRIPS if stats.value(name)}
-    if tripped:
-        raise RuntimeError(f"{scenario}: governance acted during the run: {tripped}")
-    hc = int(stats.value("plait_health_check_attempt_total"))
-    if scenario == "governance" and hc == 0:
-        raise RuntimeError("governance: no health check ran during the run")
-    return Row(saturation, paced, _per_request_us(ticks1 - ticks0, served1 - served0),
-               _per_request_us(ticks3 - ticks2, served2 - served1), other, hc)
+        for s in subjects:
+            s.procs.stop_all()
+    rows = {}
+    for scenario in order:
+        tripped = {name: stats[scenario].value(name) for name in TRIPS
+                   if stats[scenario].value(name)}
+        if tripped:
+            raise RuntimeError(f"{scenario}: governance acted during the run: {tripped}")
+        hc = int(stats[scenario].value("plait_health_check_attempt_total"))
+        if scenario == "governance" and hc == 0:
+            raise RuntimeError("governance: no health check ran during the run")
+        rows[scenario] = Row(saturation[scenario], paced[scenario], cpu_sat[scenario],
+                             cpu_paced[scenario], other[scenario], hc)
+    return rows
 
 
 def _per_request_us(ticks: int, requests: float) -> float:
@@ -298,6 +340,14 @@ def report(rows: dict[str, Row], runs: dict[str, list[Row]], costs: dict[str, fl
         console.print(f"  CPU per request, governance over none: "
                       f"{gov.cpu_sat_us / base.cpu_sat_us:.2f} at saturation, "
                       f"{gov.cpu_us / base.cpu_us:.2f} at {args.rate} req/s")
+        # A round measures both configurations minutes apart at most: its own ratio is
+        # spared the machine's slower swings, which the medians above mix in.
+        pairs = [(n, g) for n, g in zip(runs["none"], runs["governance"])
+                 if n.saturation.rps > 0]
+        costs = sorted((1 - g.saturation.rps / n.saturation.rps) * 100 for n, g in pairs)
+        console.print("  cost by round (1 - governance/none req/s): "
+                      + ", ".join(f"{c:.1f}%" for c in costs)
+                      + f"; median {costs[len(costs) // 2]:.1f}%")
     if base is None or gov is None or base.saturation.rps <= 0:
         return "governance: cost_pct=n/a rps_none=n/a rps_governance=n/a"
     cost = (1 - gov.saturation.rps / base.saturation.rps) * 100
@@ -347,11 +397,14 @@ def main(argv=None) -> int:
         try:
             upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
             for round_no in range(1, args.rounds + 1):
-                for scenario in SCENARIOS:
-                    console.print(f"[bold]{scenario}[/]: measuring "
-                                  f"(round {round_no}/{args.rounds}) …")
-                    runs.setdefault(scenario, []).append(measure(
-                        scenario, procs, Path(tmp), upstream, args, proxy_cpus, load_cpus))
+                # Which goes first alternates, so a slow drift of the machine favours
+                # neither.
+                order = SCENARIOS if round_no % 2 else SCENARIOS[::-1]
+                console.print(f"round {round_no}/{args.rounds}: {', then '.join(order)} …")
+                rows = measure_round(order, procs, Path(tmp), upstream, args, proxy_cpus,
+                                     load_cpus)
+                for scenario, row in rows.items():
+                    runs.setdefault(scenario, []).append(row)
         except KeyboardInterrupt:
             console.print("interrupted; stopping everything")
             return 130
