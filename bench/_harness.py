@@ -319,3 +319,14 @@ class Interference:
         if total <= self.total0:
             return 0.0
         return max(0.0, (busy - self.busy0 - own) / (total - self.total0))
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt, so a benchmark's `finally` stops
+    everything it started. SIGINT too: a shell may start us with it ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)

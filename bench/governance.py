@@ -43,7 +43,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import sys
 import tempfile
 import timeit
@@ -64,7 +63,7 @@ from plait.dataplane.router import Router
 from plait.testing import sidecar as sc
 
 from _harness import (Interference, LoadResult, Procs, cpu_plan, free_port, group_cpu_ticks,
-                      load_average, median_result, run_paced, run_wrk)
+                      load_average, median_result, run_paced, run_wrk, stop_on_signals)
 from _peers import Server, require_tools, start_nginx
 from _plait import start_sidecar
 
@@ -377,15 +376,11 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_tools("nginx", "wrk")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _terminate)
+    stop_on_signals()
     console = Console(width=None if sys.stdout.isatty() else 140)
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _harness import (Interference, LoadResult, Procs, cpu_plan, group_cpu_ticks, load_average,
-                      median_result, peak_rss_mb, run_paced, run_wrk)
+                      median_result, peak_rss_mb, run_paced, run_wrk, stop_on_signals)
 from _peers import Server, require_tools, start_haproxy, start_nginx
 from _plait import start_sidecar
 
@@ -152,15 +151,11 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_tools("nginx", "wrk", *(["haproxy"] if "haproxy" in args.only else []))
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
-        signal.signal(sig, _terminate)
+    stop_on_signals()
     console = Console(width=None if sys.stdout.isatty() else 140)
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:

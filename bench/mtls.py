@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _harness import (LoadResult, Procs, cpu_plan, free_port, load_average, median_result,
-                      run_paced, run_wrk)
+                      run_paced, run_wrk, stop_on_signals)
 from _peers import Server, require_tools, start_nginx
 
 from plait.controlplane.ca import Authority
@@ -163,15 +162,11 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_tools("nginx", "wrk")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _terminate)
+    stop_on_signals()
     console = Console(width=None if sys.stdout.isatty() else 140)
     proxy_cpus, load_cpus = cpu_plan()
     load_before = load_average()

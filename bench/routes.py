@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import signal
 import sys
 import tempfile
 import timeit
@@ -42,7 +41,8 @@ from plait.dataplane.bootstrap import parse_bootstrap
 from plait.dataplane.router import Router
 from plait.demo.bootstrap import single_cluster
 
-from _harness import LoadResult, Procs, cpu_plan, free_port, load_average, median_result, run_wrk
+from _harness import (LoadResult, Procs, cpu_plan, free_port, load_average, median_result, run_wrk,
+                      stop_on_signals)
 from _peers import Server, require_tools, start_nginx
 from _plait import start_sidecar
 
@@ -166,15 +166,11 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_tools("nginx", "wrk")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _terminate)
+    stop_on_signals()
     console = Console(width=None if sys.stdout.isatty() else 120)
     proxy_cpus, load_cpus = cpu_plan()
     if proxy_cpus == load_cpus:
