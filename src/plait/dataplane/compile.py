@@ -25,9 +25,10 @@ from plait.core.errors import ConfigError
 from plait.dataplane import filters
 from plait.dataplane.matchers import header_match, query_match, regex
 from plait.dataplane.net import tls_config
+from plait.dataplane.upstream import outlier_config
 from plait.dataplane.config import (
     ClusterConfig, Direction, Endpoint, HashPolicy, HeaderEdit, HeaderMatch, HealthCheck,
-    LbPolicy, ListenerConfig, Mirror, OutlierDetection, PathMatchKind, PoolLimits, Redirect,
+    LbPolicy, ListenerConfig, Mirror, PathMatchKind, PoolLimits, Redirect,
     RetryBudget, RetryPolicy,
     Route, RouteTable, Snapshot, VirtualHost, WeightedCluster,
 )
@@ -429,8 +430,7 @@ def compile_cluster(c: cluster_pb2.Cluster, assignments: dict, *, path: str) -> 
                 min_per_second=(float(rb.min_retry_concurrency.value)
                                 if rb.HasField("min_retry_concurrency")
                                 else default.min_per_second))
-    if c.HasField("outlier_detection"):
-        out["outlier"] = _outlier(c.outlier_detection)
+    out["outlier"] = outlier_config.compile_outlier(c, path)
     if len(c.health_checks) > 1:
         raise ConfigError(f"{path}.health_checks", "at most one health check is supported")
     if c.health_checks:
@@ -493,23 +493,6 @@ def _health_check(hc, path: str) -> HealthCheck:
         raise ConfigError(f"{path}", f"unsupported health checker {which!r}; "
                           "use http_health_check or tcp_health_check")
     return HealthCheck(**out)
-
-
-def _outlier(od) -> OutlierDetection:
-    d = OutlierDetection()
-    return OutlierDetection(
-        consecutive_5xx=(od.consecutive_5xx.value if od.HasField("consecutive_5xx")
-                         else d.consecutive_5xx),
-        consecutive_gateway_failure=(od.consecutive_gateway_failure.value
-                                     if od.HasField("consecutive_gateway_failure") else 0),
-        interval=duration(od.interval) if od.HasField("interval") else d.interval,
-        base_ejection_time=(duration(od.base_ejection_time)
-                            if od.HasField("base_ejection_time") else d.base_ejection_time),
-        max_ejection_time=(duration(od.max_ejection_time)
-                           if od.HasField("max_ejection_time") else d.max_ejection_time),
-        max_ejection_percent=(od.max_ejection_percent.value
-                              if od.HasField("max_ejection_percent")
-                              else d.max_ejection_percent))
 
 
 def compile_endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str) -> tuple[Endpoint, ...]:

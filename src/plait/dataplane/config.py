@@ -222,15 +222,32 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureRate:
+    """The failure-rate rule: over the last `window` seconds, a host with at least
+    `min_requests` requests whose failures are at least `floor_percent` of them and at
+    least `ratio` times the rest of the cluster's share is ejected; judged only while at
+    least `min_hosts` hosts have `min_requests`. `ratio` 0 compares with nothing, as
+    Envoy's failure_percentage. Defaults are Envoy's failure_percentage_* defaults, the
+    window its default `interval`."""
+
+    min_requests: int = 50
+    ratio: float = 0.0
+    floor_percent: float = 85.0
+    window: float = 10.0
+    min_hosts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class OutlierDetection:
     """Passive health: Envoy's outlier_detection fields and defaults."""
 
-    consecutive_5xx: int = 5
+    consecutive_5xx: int = 5  # 0: off
     consecutive_gateway_failure: int = 0  # 0: off (Envoy enforces it at 0% by default)
     interval: float = 10.0
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 10.0
+    failure_rate: FailureRate | None = None  # None: the rule is off
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,19 +92,34 @@ def outlier_detection(*, consecutive_5xx: int | None = None,
                       consecutive_gateway_failure: int | None = None,
                       base_ejection_time: float | None = None,
                       max_ejection_time: float | None = None,
-                      max_ejection_percent: int | None = None) -> dict:
-    """A cluster's `outlier_detection`; unset fields keep Envoy's defaults."""
+                      max_ejection_percent: int | None = None,
+                      interval: float | None = None, **failure_percentage: int) -> dict:
+    """A cluster's `outlier_detection`; unset fields keep Envoy's defaults.
+    `failure_percentage`: Envoy's `failure_percentage_*` and
+    `enforcing_failure_percentage` fields, by name."""
     out: dict = {}
     for key, value in (("consecutive_5xx", consecutive_5xx),
                        ("consecutive_gateway_failure", consecutive_gateway_failure),
-                       ("max_ejection_percent", max_ejection_percent)):
+                       ("max_ejection_percent", max_ejection_percent),
+                       *failure_percentage.items()):
         if value is not None:
             out[key] = value
     for key, value in (("base_ejection_time", base_ejection_time),
-                       ("max_ejection_time", max_ejection_time)):
+                       ("max_ejection_time", max_ejection_time), ("interval", interval)):
         if value is not None:
             out[key] = duration(value)
     return out
+
+
+def failure_rate_metadata(*, ratio: float | None = None, window: float | None = None) -> dict:
+    """A cluster's `metadata` carrying the failure-rate rule's ratio and window, which
+    Envoy's outlier_detection has no fields for."""
+    meta: dict = {}
+    if ratio is not None:
+        meta["failureRateRatio"] = ratio
+    if window is not None:
+        meta["failureRateWindow"] = duration(window)
+    return {"filter_metadata": {"plait.outlier": meta}}
 
 
 def retry_budget(*, budget_percent: float | None = None,

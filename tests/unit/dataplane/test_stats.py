@@ -82,3 +82,19 @@ def test_empty_stats_render_only_process_wide_series():
     got = samples(render_prometheus(merge([Stats().snapshot()])))
     assert got[("plait_config_update_total", ())] == 0
     assert all(labels == () for _, labels in got)
+
+
+def test_outlier_ejections_by_reason_sum_across_workers_beside_the_total():
+    def worker(reasons: dict) -> dict:
+        s = Stats()
+        c = s.cluster("c")
+        c.outlier_ejections = sum(reasons.values())
+        c.outlier_by_reason.update(reasons)
+        return s.snapshot()
+
+    got = samples(render_prometheus(merge([worker({"failure_rate": 2}),
+                                           worker({"failure_rate": 1, "consecutive_5xx": 1})])))
+    assert got[("plait_outlier_ejections_total", (("cluster", "c"),))] == 4
+    by_reason = {dict(labels)["reason"]: v for (name, labels), v in got.items()
+                 if name == "plait_outlier_ejections_by_reason_total"}
+    assert by_reason == {"failure_rate": 3, "consecutive_5xx": 1}

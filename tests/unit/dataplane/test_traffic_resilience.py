@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from plait.dataplane.config import Endpoint, LbPolicy, OutlierDetection, RetryBudget
+from plait.dataplane.stats import ClusterStats
 from plait.dataplane.upstream import lb, outlier
 from plait.dataplane.upstream.connection import Host
 from plait.dataplane.upstream.outlier import OutlierDetector
@@ -118,7 +119,7 @@ class FakeCluster:
     def __init__(self, n: int) -> None:
         self.name = "c"
         self.hosts = [Host(Endpoint("127.0.0.1", 9000 + i)) for i in range(n)]
-        self.stats = SimpleNamespace(outlier_ejections=0, outlier_returns=0)
+        self.stats = ClusterStats(self.name)
         self.rebuilds = 0
 
     def rebuild_lb(self) -> None:

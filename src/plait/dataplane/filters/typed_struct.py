@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from xds.type.v3.typed_struct_pb2 import TypedStruct
 
 from plait.core.errors import ConfigError
@@ -82,6 +82,24 @@ class Fields:
     def integer(self, key: str, default: int | None = None, *, lo: int = 0,
                 hi: int = 10**9) -> int:
         return int(self.number(key, default, lo=lo, hi=hi, whole=True))
+
+    def seconds(self, key: str, default: float, *, lo: float = 0.0,
+                hi: float = 86400.0) -> float:
+        """A duration: a number of seconds, or protobuf's JSON form of one ("1.5s")."""
+        if not isinstance(self.data.get(key), str):
+            value = self.number(key, default, lo=-math.inf, hi=math.inf)
+        else:
+            self.seen.add(key)
+            d = duration_pb2.Duration()
+            try:
+                d.FromJsonString(self.data[key])
+            except ValueError:
+                raise ConfigError(self.at(key), "must be a duration such as \"30s\" or a "
+                                  "number of seconds") from None
+            value = d.seconds + d.nanos / 1e9
+        if not lo <= value <= hi:
+            raise ConfigError(self.at(key), f"must be in {lo:g}s..{hi:g}s")
+        return value
 
     def obj(self, key: str) -> "Fields | None":
         value = self._get(key)

@@ -127,16 +127,7 @@ class ClusterManager:
             cluster = Cluster(cfg, hosts, self.stats.cluster(name), on_event=self.on_event)
             cluster.tls = self.tls
             old = self.clusters.get(name)
-            if cluster.outlier is not None and old is not None and old.outlier is not None:
-                # keep the detector (its pending returns) and point it at the new cluster
-                cluster.outlier = old.outlier
-                cluster.outlier.config = cfg.outlier
-                cluster.outlier.cluster = cluster
-            elif cluster.outlier is None and any(h.ejected for h in hosts):
-                # outlier detection was turned off: nobody stays ejected by it
-                for h in hosts:
-                    h.ejected = False
-                cluster.rebuild_lb()
+            self._outlier(cluster, old)
             if old is not None:  # live connection counts and waiters carry over
                 cluster.pool = old.pool
                 cluster.pool.limits = cfg.limits
@@ -146,11 +137,34 @@ class ClusterManager:
             self._health(cluster, old)
             clusters[name] = cluster
         for name, old in self.clusters.items():
-            if name not in clusters and old.health is not None:
-                old.health.stop()
+            if name not in clusters:
+                if old.health is not None:
+                    old.health.stop()
+                if old.outlier is not None:
+                    old.outlier.stop()
         for h in old_hosts.values():
             h.close_all()  # busy connections finish their exchange, then close on release
         self.clusters = clusters
+
+    @staticmethod
+    def _outlier(cluster: Cluster, old: Cluster | None) -> None:
+        """Keep the detector (its pending returns, its failure-rate windows and timer)
+        across a push and point it at the new cluster; start or stop it otherwise."""
+        previous = old.outlier if old is not None else None
+        if cluster.outlier is not None and previous is not None:
+            cluster.outlier = previous
+            previous.cluster = cluster
+            previous.reconfigure(cluster.config.outlier)
+            return
+        if previous is not None:
+            previous.stop()
+        if cluster.outlier is not None:
+            cluster.outlier.start()
+        elif any(h.ejected for h in cluster.hosts):
+            # outlier detection was turned off: nobody stays ejected by it
+            for h in cluster.hosts:
+                h.ejected = False
+            cluster.rebuild_lb()
 
     def _health(self, cluster: Cluster, old: Cluster | None) -> None:
         """Keep the health checker (and its rhythm) while its config is unchanged; start,
@@ -190,5 +204,7 @@ class ClusterManager:
         for c in self.clusters.values():
             if c.health is not None:
                 c.health.stop()
+            if c.outlier is not None:
+                c.outlier.stop()
             for h in c.hosts:
                 h.close_all()

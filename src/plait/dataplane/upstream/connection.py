@@ -90,7 +90,8 @@ class Host:
 
     __slots__ = ("endpoint", "key", "idle", "active", "cx_active", "rq_total", "max_requests",
                  "retired", "ejected", "times_ejected", "consecutive_5xx", "consecutive_gateway",
-                 "hc_failed", "hc_failures", "hc_successes", "pool")
+                 "bucket_requests", "bucket_failures", "hc_failed", "hc_failures",
+                 "hc_successes", "pool")
 
     def __init__(self, endpoint, *, max_requests: int = 0) -> None:
         self.endpoint = endpoint
@@ -105,6 +106,9 @@ class Host:
         self.times_ejected = 0
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
+        # tries and failed tries since the outlier detector's last tick (failure-rate rule)
+        self.bucket_requests = 0
+        self.bucket_failures = 0
         self.hc_failed = False  # by active health checking
         self.hc_failures = 0  # consecutive failed checks
         self.hc_successes = 0  # consecutive passed checks while failed
