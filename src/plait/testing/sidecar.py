@@ -429,9 +429,11 @@ class Upstream:
         with urllib.request.urlopen(self.url("/count"), timeout=5) as resp:
             return json.loads(resp.read())
 
-    def fail(self, status: int) -> None:
-        """Answer every request with `status` from now on (0: behave normally again)."""
-        with urllib.request.urlopen(self.url(f"/admin/fail?status={status}"), timeout=5):
+    def fail(self, status: int, *, every: int = 1) -> None:
+        """Answer every request with `status` from now on, or with `every` one request in
+        that many, the first of them included (status 0: behave normally again)."""
+        with urllib.request.urlopen(self.url(f"/admin/fail?status={status}&every={every}"),
+                                    timeout=5):
             pass
 
     def delay(self, ms: int) -> None:

@@ -23,8 +23,10 @@ Paths (any method; HEAD gets the same head without a body):
   /overlong                content-length 5 followed by more bytes than that
   /count                   JSON: requests served (not counting /count and /admin/...),
                            connections, and requests by Host header (`authorities`)
-  /admin/fail?status=<n>   from now on answer every request (but /count and /admin/...)
-                           with status n instead; status=0 stops failing
+  /admin/fail?status=<n>[&every=<k>]
+                           from now on answer every request (but /count and /admin/...)
+                           with status n instead, or with every=k one request in k (the
+                           first, then every k-th); status=0 stops failing
   /admin/delay?ms=<n>      from now on wait n ms before answering every such request;
                            ms=0 stops
   /flaky/<key>/<n>/<rest>  the first n requests under key behave as /<rest>; later ones
@@ -80,6 +82,8 @@ class Server:
         self.flaky: dict[str, int] = {}
         self.authorities: dict[str, int] = {}
         self.fail_status = 0  # set by /admin/fail: answer everything with this status
+        self.fail_every = 1  # ... or one request in this many
+        self.fail_seen = 0  # requests met since failing began
         self.delay_ms = 0  # set by /admin/delay: wait this long before every answer
         self.tasks: set[asyncio.Task] = set()
 
@@ -195,12 +199,15 @@ class _Connection(asyncio.Protocol):
         server = self.server
         if path == "/admin/fail":
             server.fail_status = int(query.get("status", "0"))
+            server.fail_every = max(1, int(query.get("every", "1")))
+            server.fail_seen = 0
         elif path == "/admin/delay":
             server.delay_ms = int(query.get("ms", "0"))
         else:
             self.send(req, 404, b"unknown admin path\n")
             return True
         self.send(req, 200, json.dumps({"fail_status": server.fail_status,
+                                        "fail_every": server.fail_every,
                                         "delay_ms": server.delay_ms}).encode(),
                   ctype=b"application/json")
         return True
@@ -212,9 +219,11 @@ class _Connection(asyncio.Protocol):
             if server.delay_ms:
                 await asyncio.sleep(server.delay_ms / 1000.0)
             if server.fail_status:
-                code = server.fail_status
-                self.send(req, code, b"failing with %d\n" % code)
-                return True
+                server.fail_seen += 1
+                if server.fail_seen % server.fail_every == 1 % server.fail_every:
+                    code = server.fail_status
+                    self.send(req, code, b"failing with %d\n" % code)
+                    return True
         parts = path.strip("/").split("/")
         while parts and parts[0] in ("delay", "flaky", "interim"):
             if parts[0] == "delay":
