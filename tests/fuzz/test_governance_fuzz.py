@@ -44,6 +44,12 @@ kind: HealthCheck
 metadata: {name: a}
 spec: {host: a, subset: v1, http: {path: /h, host: "a:80", expectedStatuses: [{start: 200,
        end: 300}]}, interval: 2s, timeout: 1s, unhealthyThreshold: 2, healthyThreshold: 1}
+---
+apiVersion: plait.io/v1alpha1
+kind: FailureRateEjection
+metadata: {name: a}
+spec: {host: a, subset: v1, minRequests: 10, ratio: 1.5, floorPercent: 20, window: 30s,
+       minHosts: 2}
 """))
 
 scalars = st.one_of(
@@ -57,7 +63,8 @@ keys = st.sampled_from(["key", "limit", "requests", "per", "burst", "scope", "st
                         "strategy", "when", "fallback", "events", "types", "errorRate",
                         "webhook", "url", "headers", "window", "host", "subset", "http",
                         "tcp", "expectedStatuses", "start", "end", "interval", "timeout",
-                        "unhealthyThreshold", "x"])  # fmt: skip
+                        "unhealthyThreshold", "minRequests", "ratio", "floorPercent",
+                        "minHosts", "x"])  # fmt: skip
 trees = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=20)
 

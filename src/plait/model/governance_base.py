@@ -1,5 +1,5 @@
 """Pieces shared by Plait's own governance kinds (RateLimit, CircuitBreaker, Degrade,
-AlarmRule, HealthCheck), which Istio has no schema for.
+AlarmRule, HealthCheck, FailureRateEjection), which Istio has no schema for.
 
 They follow the Istio kinds' conventions exactly (camelCase aliases, unknown fields
 rejected, durations as Go strings, errors with field paths) so one parser, one store and

@@ -14,6 +14,7 @@ from plait.model.alarm_rule import AlarmRule
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
 from plait.model.duration import parse_duration
+from plait.model.failure_rate_ejection import MAX_WINDOW, MIN_WINDOW, FailureRateEjection
 from plait.model.health_check import HealthCheck
 from plait.model.rate_limit import RateLimit
 
@@ -80,10 +81,18 @@ def check_health_check(hc: HealthCheck) -> None:
                           f"must be shorter than the interval ({spec.interval})")  # fmt: skip
 
 
+def check_failure_rate_ejection(fre: FailureRateEjection) -> None:
+    # Shorter, and ten buckets would hold too few requests to judge by; longer, and an
+    # endpoint that broke is judged on what it did long before.
+    if not MIN_WINDOW <= parse_duration(fre.spec.window) <= MAX_WINDOW:
+        raise ConfigError("spec.window", "must be between 1s and 1h")
+
+
 CHECKS: dict[str, Callable] = {
     "RateLimit": check_rate_limit,
     "CircuitBreaker": check_circuit_breaker,
     "Degrade": check_degrade,
     "AlarmRule": check_alarm_rule,
     "HealthCheck": check_health_check,
+    "FailureRateEjection": check_failure_rate_ejection,
 }

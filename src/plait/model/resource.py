@@ -15,6 +15,7 @@ from plait.model.authorization_policy import AuthorizationPolicy
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
 from plait.model.destination_rule import DestinationRule
+from plait.model.failure_rate_ejection import FailureRateEjection
 from plait.model.health_check import HealthCheck
 from plait.model.peer_authentication import PeerAuthentication
 from plait.model.rate_limit import RateLimit
@@ -24,7 +25,7 @@ from plait.model.virtual_service import VirtualService
 Resource = Union[VirtualService, DestinationRule, ServiceEntry, PeerAuthentication,
                  AuthorizationPolicy,
                  RateLimit, CircuitBreaker, Degrade, AlarmRule,
-                 HealthCheck]  # fmt: skip  (plait.io kinds)
+                 HealthCheck, FailureRateEjection]  # fmt: skip  (plait.io kinds)
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
@@ -37,12 +38,13 @@ KINDS: dict[str, type[Resource]] = {
     "Degrade": Degrade,
     "AlarmRule": AlarmRule,
     "HealthCheck": HealthCheck,
+    "FailureRateEjection": FailureRateEjection,
 }
 
 _SHORT = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry",
           "pa": "PeerAuthentication", "ap": "AuthorizationPolicy",
           "rl": "RateLimit", "cb": "CircuitBreaker", "degrade": "Degrade", "alarm": "AlarmRule",
-          "hc": "HealthCheck"}
+          "hc": "HealthCheck", "fre": "FailureRateEjection"}
 _ALIASES = {
     **_SHORT,
     **{k.lower(): k for k in KINDS},

@@ -10,6 +10,7 @@ from plait.model import parse_documents, parse_resource, resolve_kind, to_dict
 from plait.model.alarm_rule import AlarmRule
 from plait.model.circuit_breaker import CircuitBreaker
 from plait.model.degrade import Degrade
+from plait.model.failure_rate_ejection import FailureRateEjection
 from plait.model.health_check import HealthCheck
 from plait.model.rate_limit import RateLimit
 
@@ -131,6 +132,7 @@ def test_round_trip_and_yaml_documents():
     ("CircuitBreakers", "CircuitBreaker"), ("degrade", "Degrade"), ("degrades", "Degrade"),
     ("alarm", "AlarmRule"), ("alarmrules", "AlarmRule"), ("hc", "HealthCheck"),
     ("healthchecks", "HealthCheck"), ("HealthCheck", "HealthCheck"),
+    ("fre", "FailureRateEjection"), ("failurerateejections", "FailureRateEjection"),
 ])
 def test_short_names(text, kind):
     assert resolve_kind(text) == kind
@@ -311,4 +313,53 @@ def test_health_check_fields_and_defaults():
 ])
 def test_health_check_refusals(doc, path, value, where, reason):
     got_path, got_reason = refusal(with_(doc, path, value))
+    assert got_path == where and reason in got_reason
+
+
+# -- FailureRateEjection -------------------------------------------------------------------
+
+FRE = {"apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection",
+       "metadata": {"name": "pricing", "namespace": "shop"},
+       "spec": {"host": "pricing", "subset": "v2", "minRequests": 40, "ratio": 3,
+                "floorPercent": 35, "window": "1m", "minHosts": 3}}
+FRE_DEFAULTS = {"apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection",
+                "metadata": {"name": "stock"}, "spec": {"host": "stock"}}
+
+
+def test_failure_rate_ejection_fields_defaults_and_round_trip():
+    s = parse_resource(FRE).spec
+    assert (s.host, s.subset, s.min_requests, s.ratio, s.floor_percent, s.window,
+            s.min_hosts) == ("pricing", "v2", 40, 3.0, 35, "1m", 3)
+    d = parse_resource(FRE_DEFAULTS)
+    assert isinstance(d, FailureRateEjection)
+    assert (d.spec.subset, d.spec.min_requests, d.spec.ratio, d.spec.floor_percent,
+            d.spec.window, d.spec.min_hosts) == (None, 10, 2.0, 20, "30s", 2)
+    assert to_dict(d)["spec"] == {"host": "stock"}
+    for doc in (FRE, FRE_DEFAULTS):
+        assert parse_resource(to_dict(parse_resource(doc))) == parse_resource(doc)
+
+
+@pytest.mark.parametrize("path, value, where, reason", [
+    ("spec.host", None, "spec.host", "required field is missing"),
+    ("spec.host", "pri cing", "spec.host", "a host must be a non-empty name"),
+    ("spec.subset", "", "spec.subset", "at least 1 character"),
+    ("spec.minRequests", 0, "spec.minRequests", "greater than or equal to 1"),
+    ("spec.minRequests", 2.5, "spec.minRequests", "valid integer"),
+    ("spec.ratio", 0.9, "spec.ratio", "greater than or equal to 1"),
+    ("spec.ratio", 1001, "spec.ratio", "less than or equal to 1000"),
+    ("spec.ratio", float("nan"), "spec.ratio", "finite number"),
+    ("spec.ratio", "twice", "spec.ratio", "valid number"),
+    ("spec.floorPercent", -1, "spec.floorPercent", "greater than or equal to 0"),
+    ("spec.floorPercent", 101, "spec.floorPercent", "less than or equal to 100"),
+    ("spec.floorPercent", 12.5, "spec.floorPercent", "valid integer"),
+    ("spec.window", "0s", "spec.window", "must be longer than 0"),
+    ("spec.window", "soon", "spec.window", "invalid duration 'soon'"),
+    ("spec.window", "500ms", "spec.window", "must be between 1s and 1h"),
+    ("spec.window", "61m", "spec.window", "must be between 1s and 1h"),
+    ("spec.minHosts", 0, "spec.minHosts", "greater than or equal to 1"),
+    ("spec.baseEjectionTime", "30s", "spec.baseEjectionTime", "unknown field"),
+    ("spec", None, "spec", "required field is missing"),
+])
+def test_failure_rate_ejection_refusals(path, value, where, reason):
+    got_path, got_reason = refusal(with_(FRE, path, value))
     assert got_path == where and reason in got_reason

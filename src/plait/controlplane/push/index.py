@@ -26,6 +26,7 @@ DESTINATION_RULE = "DestinationRule"
 SERVICE_ENTRY = "ServiceEntry"
 GOVERNANCE_KINDS = ("RateLimit", "CircuitBreaker", "Degrade")  # push.governance
 HEALTH_CHECK = "HealthCheck"  # push.health_checks
+FAILURE_RATE_EJECTION = "FailureRateEjection"  # push.failure_rate
 MESH_GATEWAY = "mesh"  # Istio's name for "every sidecar" in a `gateways` list
 
 
@@ -57,6 +58,8 @@ class MeshIndex:
         # kind -> protected service -> resources, by namespace and name
         self.governance = {kind: _by_service(view.resources(kind)) for kind in GOVERNANCE_KINDS}
         self.health_checks = _by_host(view.resources(HEALTH_CHECK), many=True)
+        self.failure_rate_ejections = _by_host(view.resources(FAILURE_RATE_EJECTION),
+                                               many=True)
         self.services = _services(view.instances(), view.resources(SERVICE_ENTRY),
                                   self.virtual_services)
         self._memo: dict[tuple, Any] = {}

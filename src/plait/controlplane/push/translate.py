@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 
 from plait.controlplane.mesh import MeshView
 from plait.controlplane.push import (
-    clusters, governance, health_checks, listeners, locality, routes, security,
+    clusters, failure_rate, governance, health_checks, listeners, locality, routes, security,
 )
 from plait.controlplane.push.index import MeshIndex, attr, spec
 from plait.controlplane.push.naming import (
@@ -221,8 +221,9 @@ def _locality_client(index: MeshIndex, host: str, subset: str, port: int, labels
 
 def _cluster(index: MeshIndex, *, mtls: bool, **how):
     cluster = clusters.build_cluster(index, **how)
-    if not how["proxyless"]:  # active checks are the sidecar's (push.health_checks)
+    if not how["proxyless"]:  # active checks and the failure-rate rule are the sidecar's
         health_checks.add_health_check(index, cluster, host=how["host"], subset=how["subset"])
+        failure_rate.add_failure_rate(index, cluster, host=how["host"], subset=how["subset"])
     if mtls:  # auto mTLS (push.security): the caller holds a certificate
         security.secure_cluster(cluster, index, clusters.cluster_instances(
             index, how["host"], how["subset"]))
