@@ -15,6 +15,7 @@ import time
 from plait.dataplane.accesslog import AccessLog
 from plait.dataplane.config import Direction, Snapshot
 from plait.dataplane.deadlines import Deadlines
+from plait.dataplane.flusher import Flusher
 from plait.dataplane.events import EventBuffer
 from plait.dataplane.http.manager import HttpConnectionManager
 from plait.dataplane.net import permissive
@@ -54,6 +55,7 @@ class Worker:
         self.node = node  # (app, node id): caller identity on outbound listeners
         self.stats = Stats()
         self.deadlines = Deadlines()  # route timeouts of every listener of this worker
+        self.flusher = Flusher()  # the writes of each event-loop turn, for every listener
         self.events = EventBuffer()
         self.clusters = ClusterManager(self.stats)
         self.clusters.tls = self.tls
@@ -93,7 +95,7 @@ class Worker:
                 mgr = HttpConnectionManager(
                     cfg, clusters=self.clusters, stats=self.stats.listener(cfg.name),
                     access_log=self.access_log, loop=self.loop, events=self.events,
-                    node=self.node, deadlines=self.deadlines)
+                    node=self.node, deadlines=self.deadlines, flusher=self.flusher)
                 mgr.server = await permissive.serve(self.loop, sock, mgr, self.tls)
             except OSError as exc:
                 self.stats.listener_bind_failures += 1

@@ -67,6 +67,7 @@ class FakeConn:
         self.requests = 1
         self.exchange = None
         self.received = False
+        self.out = []  # nothing left unwritten
 
     def close(self) -> None:
         self.closed = True

@@ -3,7 +3,8 @@
 Requests on one connection are answered strictly in order (RFC 9112 9.3.2): while an
 exchange is waiting for its response, later pipelined events wait in a backlog, and reading
 pauses if the backlog grows. Writes are gathered and flushed once per batch of events, so a
-small response costs one send. Malformed input is answered with 400 or 431 and the
+small response costs one send, made when the event-loop turn's reads are done
+(`plait.dataplane.flusher`). Malformed input is answered with 400 or 431 and the
 connection closed; the request-headers deadline (408) and the idle timeout are enforced by
 the listener's periodic sweep instead of a timer per request.
 """
@@ -24,7 +25,7 @@ _DISCARD_MAX = 1 << 20  # request body bytes we read and drop after answering ea
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = ("mgr", "transport", "codec", "exchange", "backlog", "out", "close_after",
                  "tunnel", "discarded", "head_seen", "idle_seen", "paused", "closed",
-                 "write_paused")
+                 "write_paused", "queued")
 
     # The SPIFFE ID of a peer that completed mTLS (a subclass for TLS connections sets it,
     # `plait.dataplane.net.permissive`); a class attribute, so plaintext pays nothing.
@@ -45,6 +46,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self.write_paused = False
+        self.queued = False  # waiting in the flusher to write `out`
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -186,10 +188,18 @@ class DownstreamConnection(asyncio.Protocol):
         self.out.append(data)
 
     def flush(self) -> None:
+        """Write what was sent at the end of this event-loop turn (`plait.dataplane.flusher`)."""
+        if self.out and not self.queued and not self.closed:
+            self.queued = True
+            self.mgr.flusher.queue(self)
+
+    def write_out(self) -> None:
+        self.queued = False
         out = self.out
-        if out and not self.closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
+        if out:
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:
@@ -204,6 +214,7 @@ class DownstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what is written is sent."""
         if not self.closed:
+            self.write_out()
             self.closed = True
             self.transport.close()
 

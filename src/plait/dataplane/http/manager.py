@@ -14,6 +14,7 @@ import time
 from plait.core.errors import Reason
 from plait.dataplane import filters
 from plait.dataplane.deadlines import Deadlines
+from plait.dataplane.flusher import Flusher
 from plait.dataplane.config import ListenerConfig
 from plait.dataplane.http.caller import caller_headers
 from plait.dataplane.http.downstream import DownstreamConnection
@@ -23,7 +24,7 @@ from plait.dataplane.router import Router
 class HttpConnectionManager:
     def __init__(self, config: ListenerConfig, *, clusters, stats, access_log,
                  loop: asyncio.AbstractEventLoop, events=None, node=("", ""),
-                 deadlines: Deadlines | None = None) -> None:
+                 deadlines: Deadlines | None = None, flusher: Flusher | None = None) -> None:
         self.config = config
         self.router = Router(config.route_table) if config.route_table is not None else None
         self.filters = filters.build_chain(config.http_filters)
@@ -39,6 +40,7 @@ class HttpConnectionManager:
         self.draining = False
         self.server: asyncio.AbstractServer | None = None
         self.deadlines = deadlines if deadlines is not None else Deadlines()
+        self.flusher = flusher if flusher is not None else Flusher()
         self._empty = asyncio.Event()
         self._empty.set()
 

@@ -16,7 +16,7 @@ from plait.core.errors import ProtocolError
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("host", "transport", "codec", "exchange", "requests", "idle_since",
-                 "closed", "reusable", "received", "pool")
+                 "closed", "reusable", "received", "pool", "out", "queued")
 
     def __init__(self, host: "Host", pool=None) -> None:
         self.host = host
@@ -29,6 +29,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.received = False  # any byte of the current response seen
+        self.out: list[bytes] = []  # to write at the end of this event-loop turn
+        self.queued = False  # waiting in the flusher (plait.dataplane.flusher)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -77,10 +79,26 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.resume_downstream_reading()
 
+    def send(self, data: bytes, flusher) -> None:
+        """Write `data` when the current event-loop turn is done."""
+        self.out.append(data)
+        if not self.queued:
+            self.queued = True
+            flusher.queue(self)
+
+    def write_out(self) -> None:
+        self.queued = False
+        out = self.out
+        if out:
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.reusable = False
+            self.out.clear()
             if self.transport is not None:
                 self.transport.abort()
 
@@ -126,7 +144,7 @@ class Host:
         """Return a connection after a complete exchange; keep it if it can serve again."""
         conn.exchange = None
         conn.received = False
-        if (conn.closed or not conn.reusable or self.retired
+        if (conn.closed or not conn.reusable or self.retired or conn.out
                 or (self.max_requests and conn.requests >= self.max_requests)):
             conn.close()
             return
