@@ -34,12 +34,16 @@ def check_csr(pem: bytes, *, spiffe_uri: str):
         csr = x509.load_pem_x509_csr(pem)
     except ValueError:
         raise ConfigError("csr", "not a PEM certificate signing request") from None
-    if not csr.is_signature_valid:
-        raise ConfigError("csr", "signature does not verify (no proof of the private key)")
     try:
         key = csr.public_key()
     except Exception:  # unsupported algorithms raise several exception types
         raise ConfigError("csr", "public key algorithm not supported") from None
+    try:
+        valid = csr.is_signature_valid
+    except Exception:  # a key or signature algorithm it cannot check: ValueError, Unsupported...
+        raise ConfigError("csr", "signature cannot be checked (unsupported or invalid key)") from None
+    if not valid:
+        raise ConfigError("csr", "signature does not verify (no proof of the private key)")
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, _CURVES):
             raise ConfigError("csr", f"curve {key.curve.name} not accepted; use P-256 or P-384")

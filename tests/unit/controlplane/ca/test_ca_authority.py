@@ -55,6 +55,20 @@ def test_malformed_csrs_are_refused_with_a_reason(pem, reason):
     assert err.value.path == "csr"
 
 
+def test_a_public_key_off_its_curve_is_refused_with_a_reason():
+    # cryptography raises ValueError("Invalid key") from the signature check itself for
+    # such a key; the check must turn that into the CSR's refusal, not a crash.
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = bytearray(x509.load_pem_x509_csr(csr_with(key)).public_bytes(serialization.Encoding.DER))
+    point = key.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint)
+    der[bytes(der).find(point) + 10] ^= 0xFF  # a coordinate changed: no longer on P-256
+    pem = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(ConfigError) as err:
+        check_csr(pem, spiffe_uri=ME)
+    assert err.value.path == "csr"
+
+
 def test_weak_or_odd_keys_are_refused():
     with pytest.raises(ConfigError, match="at least 2048"):
         check_csr(csr_with(rsa.generate_private_key(65537, 1024)), spiffe_uri=ME)
