@@ -13,6 +13,7 @@ byte (tests/fuzz checks exactly that). No sockets, no clock, no asyncio here.
 
 from __future__ import annotations
 
+from functools import partial
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -65,10 +66,10 @@ class Request(NamedTuple):
 
 
 class Response(NamedTuple):
-    """A response head; same conventions as `Request`."""
+    """A response head; same conventions as `Request`. The reason phrase is not kept: a
+    proxy sends the standard one for the status (as Envoy does)."""
 
     status: int
-    reason: bytes
     headers: list
     keep_alive: bool
     chunked: bool
@@ -85,6 +86,12 @@ class EndOfMessage(NamedTuple):
 
 
 END_OF_MESSAGE = EndOfMessage(None)  # shared: the usual end, with no trailers
+
+# A named tuple's own constructor is a Python function; the hot path builds its events with
+# tuple.__new__ directly, from a tuple of all the fields in order.
+_new_request = partial(tuple.__new__, Request)
+_new_response = partial(tuple.__new__, Response)
+_new_data = partial(tuple.__new__, Data)
 
 
 class Upgraded(NamedTuple):
@@ -143,9 +150,6 @@ class _Codec:
         if self._count:
             self._size += len(url)
 
-    def on_status(self, status: bytes) -> None:
-        self._url += status
-
     def on_header(self, name: bytes, value: bytes) -> None:
         # The hot path: one dict probe and one append for an ordinary header. Sizes are
         # counted only when a single chunk is larger than the limit: a head spread over
@@ -159,7 +163,14 @@ class _Codec:
         kind = _SPECIAL.get(name)
         if kind is None:
             self._headers.append((name, value))  # in the trailer section: the trailers
-        elif self._trailers is None:
+        elif self._trailers is not None:
+            return  # framing and hop-by-hop names are not trailers
+        elif kind == _CONTENT_LENGTH:  # the usual ones first, without a further call
+            self._length = int(value)  # llhttp validated the digits
+            self._headers.append((name, value))
+        elif kind == _CONNECTION:
+            self._conn_tokens += b"," + value.lower()
+        else:
             self._special(kind, name, value)
 
     def _special(self, kind: int, name: bytes, value: bytes) -> None:
@@ -169,17 +180,12 @@ class _Codec:
             if value.strip().lower() != b"chunked":
                 raise ProtocolError("unsupported transfer coding")
             self._chunked = True
-        elif kind == _CONNECTION:
-            self._conn_tokens += b"," + value.lower()
         elif kind == _UPGRADE:
             self._upgrade = value
         elif kind == _EXPECT:
             if value.lower() != b"100-continue":
                 raise ProtocolError("unsupported Expect")
             self._expect = True
-        elif kind == _CONTENT_LENGTH:
-            self._length = int(value)  # llhttp validated the digits
-            self._headers.append((name, value))
         elif kind == _HOST:
             if self._host:
                 raise ProtocolError("duplicate Host")
@@ -188,7 +194,7 @@ class _Codec:
         # other hop-by-hop headers are dropped
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Data(body))
+        self._events.append(_new_data((body,)))
 
     def on_message_complete(self) -> None:
         self._in_message = False
@@ -287,9 +293,9 @@ class Http1ServerCodec(_Codec):
         upgrade = self._upgrade
         if upgrade is not None and b"upgrade" not in self._conn_tokens:
             upgrade = None
-        self._events.append(Request(
+        self._events.append(_new_request((
             method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
-            self._chunked, self._length, upgrade, self._expect))
+            self._chunked, self._length, upgrade, self._expect)))
         if self._chunked:
             self._headers = self._trailers = []
 
@@ -340,8 +346,8 @@ class Http1ClientCodec(_Codec):
         status = parser.get_status_code()
         keep_alive = parser.should_keep_alive()
         upgrade = status == 101 and self._upgrade is not None
-        self._events.append(Response(
-            status, self._url, self._headers, keep_alive, self._chunked, self._length, upgrade))
+        self._events.append(_new_response((
+            status, self._headers, keep_alive, self._chunked, self._length, upgrade)))
         if self._chunked:
             self._headers = self._trailers = []
         if self._head_request and status >= 200:

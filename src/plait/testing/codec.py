@@ -51,7 +51,7 @@ def canonical(events: list) -> list[tuple]:
                         ev.keep_alive, ev.chunked, ev.content_length, ev.upgrade,
                         ev.expect_continue))
         elif kind is Response:
-            out.append(("response", ev.status, ev.reason, tuple(ev.headers), ev.keep_alive,
+            out.append(("response", ev.status, tuple(ev.headers), ev.keep_alive,
                         ev.chunked, ev.content_length, ev.upgrade))
         elif kind is Data:
             if out and out[-1][0] == "data":
