@@ -295,8 +295,8 @@ class Stream:
             state.resources_sent = len(selection)
             state.sent_at, state.sent_wall = time.monotonic(), time.time()
             state.change_at = changed_at if changed_at is not None else state.sent_at
+        self.server.status.count("pushes")  # counted as sent, like the state above
         await self.context.write(Response(body, nonce))
-        self.server.status.count("pushes")
 
 
 def _version(selection: list[Resource]) -> str:
