@@ -32,7 +32,8 @@ breaker `on_request`, the breaker's `on_complete`) is timed in this process on t
 compiled config: best of five timings of 20,000 requests, which a busy machine disturbs
 far less than a saturation run. The last line printed is the summary other tools read:
 
-    governance: cost_pct=<(1 - governance/none) × 100> rps_none=<..> rps_governance=<..>
+    governance: cost_pct=<median over rounds of (1 - governance/none req/s) × 100>
+                rps_none=<median> rps_governance=<median>
 
 Method and recorded numbers: docs/performance.md ("Governance filters").
 """
@@ -339,17 +340,18 @@ def report(rows: dict[str, Row], runs: dict[str, list[Row]], costs: dict[str, fl
         console.print(f"  CPU per request, governance over none: "
                       f"{gov.cpu_sat_us / base.cpu_sat_us:.2f} at saturation, "
                       f"{gov.cpu_us / base.cpu_us:.2f} at {args.rate} req/s")
-        # A round measures both configurations minutes apart at most: its own ratio is
-        # spared the machine's slower swings, which the medians above mix in.
-        pairs = [(n, g) for n, g in zip(runs["none"], runs["governance"])
-                 if n.saturation.rps > 0]
-        costs = sorted((1 - g.saturation.rps / n.saturation.rps) * 100 for n, g in pairs)
-        console.print("  cost by round (1 - governance/none req/s): "
-                      + ", ".join(f"{c:.1f}%" for c in costs)
-                      + f"; median {costs[len(costs) // 2]:.1f}%")
-    if base is None or gov is None or base.saturation.rps <= 0:
+    # A round measures both configurations seconds apart: its own ratio is spared the
+    # machine's slower swings, which the medians of each configuration mix in. So the
+    # cost reported is the median of the rounds' own costs.
+    pairs = [(n, g) for n, g in zip(runs.get("none", ()), runs.get("governance", ()))
+             if n.saturation.rps > 0]
+    if not pairs:
         return "governance: cost_pct=n/a rps_none=n/a rps_governance=n/a"
-    cost = (1 - gov.saturation.rps / base.saturation.rps) * 100
+    costs = sorted((1 - g.saturation.rps / n.saturation.rps) * 100 for n, g in pairs)
+    cost = costs[len(costs) // 2] if len(costs) % 2 else sum(costs[len(costs) // 2 - 1:
+                                                                  len(costs) // 2 + 1]) / 2
+    console.print("  cost by round (1 - governance/none req/s): "
+                  + ", ".join(f"{c:.1f}%" for c in costs) + f"; median {cost:.1f}%")
     return (f"governance: cost_pct={cost:.1f} rps_none={base.saturation.rps:.0f} "
             f"rps_governance={gov.saturation.rps:.0f}")
 
