@@ -12,12 +12,23 @@ throughput and halved its CPU per request (docs/performance.md). At low load a t
 holds a single request and nothing waits longer than the callback queue's next pass.
 
 A connection writes its own `out` at once before it closes (`write_out`), so nothing
-queued is lost or reordered, and skips it if it was aborted meanwhile.
+queued is lost or reordered; one aborted meanwhile writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+
+def write_out(conn) -> None:
+    """Write what `conn` holds (its `out`) now, unless it is closed; either way `out` is
+    emptied. `conn` has `out`, `queued`, `closed` and `transport`."""
+    conn.queued = False
+    out = conn.out
+    if out:
+        if not conn.closed:
+            conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
 
 class Flusher:
@@ -27,13 +38,21 @@ class Flusher:
         self.pending: list = []
 
     def queue(self, conn) -> None:
-        """Have `conn.write_out()` called after the current turn (once, however often
-        `conn` is queued before then; the caller keeps `conn.queued`)."""
+        """Have `conn` write its `out` after the current turn (once, however often it is
+        queued before then)."""
+        if conn.queued:
+            return
+        conn.queued = True
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.run)
         self.pending.append(conn)
 
+    def send(self, conn, data: bytes) -> None:
+        """Write `data` to `conn` after the current turn."""
+        conn.out.append(data)
+        self.queue(conn)
+
     def run(self) -> None:
         pending, self.pending = self.pending, []
         for conn in pending:
-            conn.write_out()
+            write_out(conn)

@@ -39,13 +39,13 @@ def test_writes_wait_for_the_end_of_the_turn_and_go_out_once_per_connection():
     async def main():
         flusher = Flusher()
         a, b = connection(), connection()
-        a.send(b"1", flusher)
-        b.send(b"x", flusher)
-        a.send(b"2", flusher)
+        flusher.send(a, b"1")
+        flusher.send(b, b"x")
+        flusher.send(a, b"2")
         assert a.transport.writes == b.transport.writes == []  # nothing inside the turn
         await _turn()
         assert (a.transport.writes, b.transport.writes) == ([b"12"], [b"x"])
-        a.send(b"3", flusher)  # a later turn queues again
+        flusher.send(a, b"3")  # a later turn queues again
         await _turn()
         assert a.transport.writes == [b"12", b"3"] and flusher.pending == []
 
@@ -56,7 +56,7 @@ def test_a_connection_closed_before_the_end_of_the_turn_writes_nothing():
     async def main():
         flusher = Flusher()
         conn = connection()
-        conn.send(b"request", flusher)
+        flusher.send(conn, b"request")
         conn.close()
         await _turn()
         assert conn.transport.writes == [] and conn.transport.aborted

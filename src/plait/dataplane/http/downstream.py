@@ -16,6 +16,7 @@ import asyncio
 from plait.codec.http1 import Data, EndOfMessage, Http1ServerCodec, Request, Upgraded
 from plait.core.errors import ProtocolError, Reason
 from plait.dataplane.http.exchange import Exchange
+from plait.dataplane.flusher import write_out
 from plait.dataplane.http.local_reply import local_response
 
 _BACKLOG_MAX = 64  # pipelined events held before we stop reading
@@ -189,17 +190,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write what was sent at the end of this event-loop turn (`plait.dataplane.flusher`)."""
-        if self.out and not self.queued and not self.closed:
-            self.queued = True
+        if self.out and not self.closed:
             self.mgr.flusher.queue(self)
-
-    def write_out(self) -> None:
-        self.queued = False
-        out = self.out
-        if out:
-            if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:
@@ -214,7 +206,7 @@ class DownstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what is written is sent."""
         if not self.closed:
-            self.write_out()
+            write_out(self)
             self.closed = True
             self.transport.close()
 

@@ -200,7 +200,7 @@ class Exchange:
         wire = encode_chunk(data) if self.request.chunked and not self.upgraded else data
         conn = self.upstream
         if conn is not None:
-            conn.send(wire, self.mgr.flusher)
+            self.mgr.flusher.send(conn, wire)
             if self.retriable:
                 if self.body_size > self._buffer_limit():
                     self.retriable = False
@@ -229,7 +229,7 @@ class Exchange:
         if self.request.chunked:
             last = encode_last_chunk(trailers)
             if self.upstream is not None:
-                self.upstream.send(last, self.mgr.flusher)
+                self.mgr.flusher.send(self.upstream, last)
                 if self.retriable:
                     self.body.append(last)
             else:
@@ -291,13 +291,13 @@ class Exchange:
         if self.request.method == b"HEAD":
             conn.codec.expect_head_response()
         if self.body:
-            conn.send(self.head + b"".join(self.body), self.mgr.flusher)
+            self.mgr.flusher.send(conn, self.head + b"".join(self.body))
             if self.body_size > self._buffer_limit():
                 self.retriable = False
                 self.body = []
             self.down.resume_reading()
         else:
-            conn.send(self.head, self.mgr.flusher)
+            self.mgr.flusher.send(conn, self.head)
 
     def _hash_key(self) -> bytes | None:
         for policy in self.route.hash_policies:

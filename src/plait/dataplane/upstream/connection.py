@@ -79,21 +79,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.resume_downstream_reading()
 
-    def send(self, data: bytes, flusher) -> None:
-        """Write `data` when the current event-loop turn is done."""
-        self.out.append(data)
-        if not self.queued:
-            self.queued = True
-            flusher.queue(self)
-
-    def write_out(self) -> None:
-        self.queued = False
-        out = self.out
-        if out:
-            if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
