@@ -94,7 +94,7 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
 
 
-def report(rows: dict[str, Row], args, console: Console) -> str:
+def report(rows: dict[str, Row], rounds: dict[str, list[Row]], args, console: Console) -> str:
     table = Table(title=f"HTTP/1.1, {args.connections} connections at saturation; "
                         f"{args.rate} req/s fixed; {args.duration:g} s each"
                         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""))
@@ -122,6 +122,14 @@ def report(rows: dict[str, Row], args, console: Console) -> str:
         queued = sum(run["paced"]["queued"] for run in runs)
         console.print(f"  {name}: fixed rate over {len(runs)} run(s): worst send lag p99 {_us(lag)}, "
                       f"requests that waited for a connection {queued}")
+    pairs = list(zip(rounds.get("haproxy", ()), rounds.get("plait", ())))
+    if len(pairs) > 1:
+        # The two proxies of a round are measured seconds apart, so a round's own ratio
+        # is spared the machine's slower swings that the medians above mix in.
+        console.print("  by round, plait / haproxy: req/s "
+                      + ", ".join(_ratio(p.saturation.rps, h.saturation.rps) for h, p in pairs)
+                      + "; CPU/req " + ", ".join(_ratio(p.cpu_us_per_request,
+                                                        h.cpu_us_per_request) for h, p in pairs))
     plait, haproxy = rows.get("plait"), rows.get("haproxy")
     rps = _ratio(plait and plait.saturation.rps, haproxy and haproxy.saturation.rps)
     p50 = _ratio(added.get("plait"), added.get("haproxy"))
@@ -188,7 +196,7 @@ def main(argv=None) -> int:
         finally:
             procs.stop_all()
     rows = {name: combine(rs) for name, rs in runs.items()}
-    summary = report(rows, args, console)
+    summary = report(rows, runs, args, console)
     console.print(f"load average {load_before:.2f} before, {load_average():.2f} after")
     if args.json:
         args.json.write_text(json.dumps({
