@@ -169,6 +169,26 @@ async def test_consecutive_gateway_failures_only_count_502_503_504():
 
 
 @in_loop
+async def test_a_success_breaks_a_run_of_gateway_failures_too():
+    det, cluster, _ = detector(consecutive_5xx=0, consecutive_gateway_failure=3)
+    h = cluster.hosts[0]
+    for status in (502, 504, 200, 503, 502):
+        det.observe(h, status)
+    assert not h.ejected
+    det.observe(h, 504)
+    assert h.ejected
+
+
+def test_tries_are_counted_only_for_the_failure_rate_rule():
+    # Without the rule nothing reads the host's bucket counters: a try leaves them be.
+    det, cluster, _ = detector(consecutive_5xx=3)
+    h = cluster.hosts[0]
+    for status in (200, 500, 0, 404):
+        det.observe(h, status)
+    assert (h.bucket_requests, h.bucket_failures) == (0, 0)
+
+
+@in_loop
 async def test_an_ejected_host_is_not_ejected_again():
     det, cluster, events = detector(consecutive_5xx=1, max_ejection_percent=100)
     h = cluster.hosts[0]

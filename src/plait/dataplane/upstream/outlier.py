@@ -71,27 +71,30 @@ class OutlierDetector:
 
     def observe(self, host, status: int) -> None:
         """One try's outcome on `host`: its status, or 0 when there was no response."""
-        host.bucket_requests += 1
+        if status and status < 500:  # the common case first, and as little as it needs:
+            if self.config.failure_rate is not None:  # tries are counted for that rule only
+                host.bucket_requests += 1
+            if host.consecutive_5xx:  # (consecutive_gateway is never above it)
+                host.consecutive_5xx = host.consecutive_gateway = 0
+            return
+        cfg = self.config
+        if cfg.failure_rate is not None:
+            host.bucket_requests += 1
+            host.bucket_failures += 1
         if status == 0:
             status = 503
-        cfg = self.config
-        if status >= 500:
-            host.bucket_failures += 1
-            host.consecutive_5xx += 1
-            if status in _GATEWAY:
-                host.consecutive_gateway += 1
-            else:
-                host.consecutive_gateway = 0
-            if host.ejected:
-                return
-            if cfg.consecutive_5xx and host.consecutive_5xx >= cfg.consecutive_5xx:
-                self._eject(host, "consecutive_5xx")
-            elif (cfg.consecutive_gateway_failure
-                  and host.consecutive_gateway >= cfg.consecutive_gateway_failure):
-                self._eject(host, "consecutive_gateway_failure")
+        host.consecutive_5xx += 1
+        if status in _GATEWAY:
+            host.consecutive_gateway += 1
         else:
-            host.consecutive_5xx = 0
             host.consecutive_gateway = 0
+        if host.ejected:
+            return
+        if cfg.consecutive_5xx and host.consecutive_5xx >= cfg.consecutive_5xx:
+            self._eject(host, "consecutive_5xx")
+        elif (cfg.consecutive_gateway_failure
+              and host.consecutive_gateway >= cfg.consecutive_gateway_failure):
+            self._eject(host, "consecutive_gateway_failure")
 
     # -- the failure-rate rule's timer ---------------------------------------------------
 
