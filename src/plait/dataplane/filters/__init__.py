@@ -8,7 +8,8 @@ config for that route. The router is the terminal filter, built into the request
 
 A filter is a small object made once per listener config with one method,
 `on_request(exchange) -> bool`: CONTINUE (True) passes the request on; STOP (False) means
-the filter answered (`exchange.local_reply`) or will call `exchange.resume()` later.
+the filter answered (`exchange.local_reply`) or will call `exchange.resume()` (later, or
+even before returning: the walk then goes on once it has returned).
 Two optional methods: `on_complete(exchange)`, called when the exchange finishes (its
 `code` is the status sent, 0 for none), for filters that learn from outcomes; and
 `adopt(previous)`, called on a new filter with the one of the same name it replaces after

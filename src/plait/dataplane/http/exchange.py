@@ -120,14 +120,29 @@ class Exchange:
 
     def resume(self) -> None:
         """Run the rest of the filter chain, then the router if every filter continued.
-        A filter that stopped the request (a fault delay) calls this to go on."""
-        chain = self.mgr.filters
-        i = self.filter_index
-        for f in chain[i:] if i else chain:
-            i += 1
-            self.filter_index = i  # before the call: a filter that stops may resume at once
-            if not f.on_request(self):
+        A filter that stopped the request (a fault delay) calls this to go on, later or
+        even before it returns STOP.
+
+        While the chain is walked, `filter_index` is -1: a call from the filter being run
+        only marks the request resumed (-2), and the walk goes on once that filter has
+        returned. When a filter stops, `filter_index` becomes the position after it, where
+        a later call goes on from; being looked up only then, the position costs the walk
+        nothing per filter."""
+        if self.filter_index:
+            i = self.filter_index
+            if i < 0:  # from inside the walk below
+                self.filter_index = -2
                 return
+            chain = self.mgr.filters[i:]
+        else:
+            chain = self.mgr.filters
+        self.filter_index = -1
+        for f in chain:
+            if not f.on_request(self):
+                if self.filter_index != -2:  # it answered, or will resume later
+                    self.filter_index = self.mgr.filters.index(f) + 1
+                    return
+                self.filter_index = -1
         self.forward()
 
     def headers_match(self, conditions) -> bool:
