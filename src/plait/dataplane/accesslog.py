@@ -55,7 +55,7 @@ class AccessLog:
         if peer is not None:  # an mTLS peer: its SPIFFE ID ("" for a certificate without)
             entry["peer"] = peer
         state = ex.filter_state
-        if state and _RBAC in state:  # the authorization policy that decided or logged
+        if state.__class__ is dict and _RBAC in state:  # the policy that decided or logged
             entry["rbac_policy"] = state[_RBAC]
         self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
 

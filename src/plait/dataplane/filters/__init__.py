@@ -13,7 +13,10 @@ even before returning: the walk then goes on once it has returned).
 Two optional methods: `on_complete(exchange)`, called when the exchange finishes (its
 `code` is the status sent, 0 for none), for filters that learn from outcomes; and
 `adopt(previous)`, called on a new filter with the one of the same name it replaces after
-a config push, to carry state (breakers, token buckets) over.
+a config push, to carry state (breakers, token buckets) over. What a filter keeps for
+later goes in `exchange.filter_state`: None, or a dict by filter name — or, alone there,
+the circuit breaker's admission record itself (a tuple or a list; see circuit_breaker),
+which a filter adding its own entry turns into {circuit_breaker.NAME: record}.
 Each filter lives in its own module here and is added to `REGISTRY` by hand: importing a
 module never registers anything, and a duplicate name is an error.
 """

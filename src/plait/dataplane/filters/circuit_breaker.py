@@ -26,8 +26,9 @@ window share their state, across routes and across pushes.
 from __future__ import annotations
 
 import enum
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters.typed_struct import (
@@ -66,11 +67,23 @@ class BreakerConfig:
     fallback: Fallback | None = None
     service: str = ""  # the protected service, for events ("" = this sidecar's app)
     state_key: str = ""  # breakers with equal keys share one state
+    # strategy is SLOW_REQUEST_RATIO, as a plain bool (reading an enum member is slow)
+    slow_ratio: bool = field(default=False, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slow_ratio", self.strategy is Strategy.SLOW_REQUEST_RATIO)
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitBreakerConfig:
     breakers: tuple[BreakerConfig, ...]
+    # The breaker when it is the only one and covers every request (the usual config):
+    # the filter then admits without a loop or a match.
+    only: BreakerConfig | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.breakers) == 1 and self.breakers[0].match is MATCH_ALL:
+            object.__setattr__(self, "only", self.breakers[0])
 
 
 def compile_config(msg: TypedStruct, path: str) -> CircuitBreakerConfig:
@@ -116,12 +129,16 @@ def compile_config(msg: TypedStruct, path: str) -> CircuitBreakerConfig:
 class Window:
     """Counts of the last `seconds`, in BUCKETS slices: (requests, errors, slow).
 
-    The window's sums are kept as running totals and added up from the slices again only
-    when time enters another slice (at most once per `seconds / BUCKETS`), so counting an
-    outcome is a few additions, not a walk over every slice."""
+    The window's sums (`sum_total`, `sum_errors`, `sum_slow`) are running totals, and
+    counting an outcome is adding to them, nothing more: the slice's own counts are
+    banked (the sums less what they were when the slice was entered) only when time
+    enters another slice, at most once per `seconds / BUCKETS`, and the sums are then
+    added up from the slices again. The slice's bounds are kept as times, so telling
+    whether `now` is still in it is two comparisons, with no division."""
 
-    __slots__ = ("width", "epochs", "totals", "errors", "slow", "epoch", "slot", "low", "high",
-                 "sum_total", "sum_errors", "sum_slow")
+    __slots__ = ("width", "epochs", "totals", "errors", "slow", "slot", "low", "high",
+                 "sum_total", "sum_errors", "sum_slow", "base_total", "base_errors",
+                 "base_slow")
 
     def __init__(self, seconds: float) -> None:
         self.width = seconds / BUCKETS
@@ -132,30 +149,34 @@ class Window:
         self.totals = [0] * BUCKETS
         self.errors = [0] * BUCKETS
         self.slow = [0] * BUCKETS
-        self.epoch = None  # the slice the running sums were added up for
-        self.slot = 0
-        self.low = self.high = 0.0  # its epoch and the next as floats (comparing is cheap)
+        self.slot = 0  # the slice being counted in
+        self.low = self.high = 0.0  # its bounds: low <= now < high (none yet: empty)
         self.sum_total = self.sum_errors = self.sum_slow = 0
+        self.base_total = self.base_errors = self.base_slow = 0  # the sums when entered
 
     def add(self, now: float, error: bool, slow: bool) -> None:
         """Count one outcome at `now`; the window's sums are then `sum_total`,
-        `sum_errors` and `sum_slow` (read there: a returned tuple costs its unpacking)."""
-        q = now / self.width
-        if not self.low <= q < self.high:  # int(q) is not the slice's epoch
-            self._enter(int(q))
-        i = self.slot
-        self.totals[i] += 1
+        `sum_errors` and `sum_slow` (read there: a returned tuple costs its unpacking).
+        The circuit breaker filter's on_complete does the same inline."""
+        if not self.low <= now < self.high:
+            self.enter(now)
         self.sum_total += 1
         if error:
-            self.errors[i] += 1
             self.sum_errors += 1
         if slow:
-            self.slow[i] += 1
             self.sum_slow += 1
 
-    def _enter(self, epoch: int) -> None:
-        """Start counting in `epoch`'s slice: clear it if it held an older one, and add up
-        the slices still in the window (those of the last BUCKETS epochs)."""
+    def enter(self, now: float) -> None:
+        """Start counting in the slice of `now` (epoch int(now / width), as Sentinel's):
+        bank the counts of the slice being left, clear the new one if it held an older
+        epoch, and add up the slices still in the window (those of the last BUCKETS
+        epochs)."""
+        j = self.slot
+        self.totals[j] += self.sum_total - self.base_total
+        self.errors[j] += self.sum_errors - self.base_errors
+        self.slow[j] += self.sum_slow - self.base_slow
+        width = self.width
+        epoch = int(now / width)
         i = epoch % BUCKETS
         if self.epochs[i] != epoch:
             self.epochs[i] = epoch
@@ -167,9 +188,27 @@ class Window:
                 total += self.totals[k]
                 errors += self.errors[k]
                 slows += self.slow[k]
-        self.epoch, self.slot = epoch, i
-        self.low, self.high = float(epoch), float(epoch + 1)
-        self.sum_total, self.sum_errors, self.sum_slow = total, errors, slows
+        self.slot = i
+        self.low, self.high = slice_start(epoch, width), slice_start(epoch + 1, width)
+        self.sum_total = self.base_total = total
+        self.sum_errors = self.base_errors = errors
+        self.sum_slow = self.base_slow = slows
+
+
+def slice_start(epoch: int, width: float) -> float:
+    """The least float t with t / width >= epoch: where slice `epoch` starts, exactly
+    as dividing by the width tells (t / width is monotonic in t, so one comparison with
+    this bound answers what the division would; epoch * width can be an ulp off)."""
+    t = epoch * width
+    if t / width >= epoch:
+        while True:
+            below = math.nextafter(t, -math.inf)
+            if below / width < epoch:
+                return t
+            t = below
+    while t / width < epoch:
+        t = math.nextafter(t, math.inf)
+    return t
 
 
 REFUSE, PASS, PROBE = 0, 1, 2
@@ -232,8 +271,13 @@ class Breaker:
             return None
         if self.state is not _CLOSED:
             return None
+        self.window.add(now, failed, slow)
+        return self.judge(cfg, now)
+
+    def judge(self, cfg: BreakerConfig, now: float) -> State | None:
+        """After an outcome was counted while closed: open if the window's measure
+        exceeds the threshold (OPEN returned), else None."""
         w = self.window
-        w.add(now, failed, slow)
         strategy = cfg.strategy
         measure = w.sum_slow if strategy is _SLOW_RATIO else w.sum_errors
         total = w.sum_total
@@ -269,21 +313,42 @@ class CircuitBreakerFilter:
         """Carry breaker states over from the filter this one replaces (a config push)."""
         self.states = previous.states
 
+    # What a request admitted by breakers keeps until it completes, in
+    # `ex.filter_state`: admitted by one breaker while closed (the common case), the
+    # tuple (breaker, its config, its generation then); otherwise a list of
+    # (breaker, config, generation, whether a probe). Alone on the exchange this record
+    # is the filter state itself; beside other filters' state (a dict by filter name) it
+    # is the entry under NAME.
+
     def on_request(self, ex) -> bool:
-        route = ex.route
-        cfg = route.per_filter.get(NAME, self.config) if route is not None else self.config
+        # A route is known: the filter chain runs only for requests that found one.
+        cfg = ex.route.per_filter.get(NAME, self.config)
         if cfg is None:
             return True
-        admitted = ()
+        b = cfg.only
+        if b is not None:
+            try:
+                breaker = self.states[b.state_key]
+            except KeyError:
+                breaker = self._new(b)
+            if breaker.state is _CLOSED:
+                # The common case: admit() without a call (no clock, no probe).
+                if ex.filter_state is None:
+                    ex.filter_state = (breaker, b, breaker.gen)
+                else:
+                    ex.filter_state[NAME] = (breaker, b, breaker.gen)
+                return True
+        return self._admit(ex, cfg)
+
+    def _admit(self, ex, cfg: CircuitBreakerConfig) -> bool:
+        """Ask each breaker covering the request; refuse if one refuses."""
+        admitted = []
         for b in cfg.breakers:
             if b.match is not MATCH_ALL and not b.match.matches(ex):
                 continue
             breaker = self.states.get(b.state_key)
             if breaker is None:
                 breaker = self._new(b)
-            if breaker.state is _CLOSED:  # admit() without a call: no clock, no probe
-                admitted += ((breaker, b, breaker.gen, False),)
-                continue
             verdict = breaker.admit(b, self.clock)
             if verdict == REFUSE:
                 for other, _, gen, probe in admitted:
@@ -291,28 +356,72 @@ class CircuitBreakerFilter:
                         other.unadmit(gen)
                 self._refuse(ex, b)
                 return False
-            admitted += ((breaker, b, breaker.gen, verdict == PROBE),)
+            admitted.append((breaker, b, breaker.gen, verdict == PROBE))
         if admitted:
-            if ex.filter_state is None:
-                ex.filter_state = {NAME: admitted}
+            if len(admitted) == 1 and not admitted[0][3]:
+                record = admitted[0][:3]
             else:
-                ex.filter_state[NAME] = admitted
+                record = admitted
+            state = ex.filter_state
+            if state is None:
+                ex.filter_state = record
+            else:
+                state[NAME] = record
         return True
 
     def on_complete(self, ex) -> None:
-        state = ex.filter_state
-        if state is None or NAME not in state:
+        record = ex.filter_state
+        if record.__class__ is not tuple:  # none, a probe, several, or with other state
+            self._complete_others(ex, record)
             return
-        admitted = state[NAME]
+        breaker, b, gen = record
         now = self.clock()
+        if gen != breaker.gen:  # the breaker moved since: complete() ignores the outcome
+            return
+        # Admitted while closed, and closed since (every transition bumps gen): count the
+        # outcome in the window, as Window.add does, and judge only when the window holds
+        # a failure (or slow request) at all. Breaker.complete, inlined. The clock is
+        # monotonic and every slice was entered at an earlier reading of it, so `now`
+        # is never below the slice: only its end needs comparing.
+        w = breaker.window
+        if now >= w.high:
+            w.enter(now)
+        w.sum_total += 1
         code = ex.code
-        failed = code == 0 or code >= 500
-        elapsed = now - ex.t_start
-        for breaker, b, gen, probe in admitted:
-            slow = b.strategy is _SLOW_RATIO and elapsed > b.slow_threshold
-            change = breaker.complete(b, now, failed=failed, slow=slow, probe=probe, gen=gen)
-            if change is not None:
-                self._changed(ex, b, change)
+        if not code or code >= 500:
+            w.sum_errors += 1
+        if b.slow_ratio:
+            if now - ex.t_start > b.slow_threshold:
+                w.sum_slow += 1
+            if not w.sum_slow:
+                return
+        elif not w.sum_errors:
+            return
+        change = breaker.judge(b, now)
+        if change is not None:
+            self._changed(ex, b, change)
+
+    def _complete_others(self, ex, state) -> None:
+        if state is None:
+            return
+        if state.__class__ is dict:
+            state = state.get(NAME)
+            if state is None:
+                return
+        now = self.clock()
+        if state.__class__ is tuple:
+            state = [(*state, False)]
+        for record in state:
+            self._complete(ex, record, now)
+
+    def _complete(self, ex, record: tuple, now: float) -> None:
+        breaker, b, gen, probe = record
+        code = ex.code
+        slow = b.slow_ratio and now - ex.t_start > b.slow_threshold
+        change = breaker.complete(b, now, failed=code == 0 or code >= 500, slow=slow,
+                                  probe=probe, gen=gen)
+        if change is not None:
+            self._changed(ex, b, change)
 
     def _new(self, b: BreakerConfig) -> Breaker:
         states = self.states

@@ -30,6 +30,7 @@ from envoy.extensions.filters.http.rbac.v3.rbac_pb2 import RBAC
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.config import HeaderMatch
+from plait.dataplane.filters import circuit_breaker
 from plait.dataplane.matchers import header_match, string_match
 from plait.dataplane.router import headers_match
 
@@ -338,6 +339,6 @@ class RbacFilter:
 def _note(ex, policy: str) -> None:
     """Name the policy that decided, for the access log."""
     state = ex.filter_state
-    if state is None:
-        state = ex.filter_state = {}
+    if state.__class__ is not dict:  # none yet, or a circuit breaker's admission alone
+        state = ex.filter_state = {} if state is None else {circuit_breaker.NAME: state}
     state[NAME] = policy

@@ -3,6 +3,8 @@ what it answers when open, and the config it accepts."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from google.protobuf import json_format
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters import circuit_breaker as cb
+from plait.dataplane.filters import rbac
 from plait.dataplane.filters.typed_struct import TypedStruct
 from plait.testing.clock import FakeClock
 from plait.testing.exchange import FakeExchange
@@ -279,3 +282,90 @@ def test_the_type_url_is_checked():
     with pytest.raises(ConfigError) as info:
         cb.compile_config(msg, "cfg")
     assert info.value.path == "cfg.type_url"
+
+
+# -- the request path: the filter's own accounting against the breaker's -------------------
+
+@given(st.floats(0.001, 360.0), st.integers(0, 10**12))
+def test_a_slice_starts_where_dividing_by_the_width_says(width, epoch):
+    # The window tells slices apart by comparing with this bound instead of dividing:
+    # both must agree at the very edge, a float below it included.
+    t = cb.slice_start(epoch, width)
+    assert t / width >= epoch
+    assert math.nextafter(t, -math.inf) / width < epoch
+
+
+STRATEGIES = {
+    "errorRatio": {"threshold": 0.5},
+    "errorCount": {"threshold": 2},
+    "slowRequestRatio": {"threshold": 0.5, "slowRequestThresholdMs": 100},
+}
+STEP = st.one_of(
+    st.tuples(st.just("start"), st.integers(0, 400)),  # a request comes in, ms later
+    st.tuples(st.just("finish"), st.integers(0, 400),  # the oldest in flight ends, ms later
+              st.sampled_from([0, 200, 404, 500, 503])),
+)
+
+
+@given(st.sampled_from(sorted(STRATEGIES)), st.lists(STEP, max_size=120))
+def test_the_filter_admits_counts_and_opens_as_the_breaker_does(strategy, steps):
+    # The filter admits a closed breaker's requests and counts their outcomes without
+    # calling Breaker.admit, Breaker.complete or Window.add. Against a twin Breaker driven
+    # through those, on the same clock and requests (in flight across transitions too,
+    # so late outcomes of an older state come up), every state, generation, probe count
+    # and window sum must agree after every step.
+    clock = FakeClock(100.0)
+    f, cfg = make_filter({"name": "b", "strategy": strategy, "minRequests": 3,
+                          "statWindowMs": 1000, "openDurationMs": 500, "halfOpenRequests": 2,
+                          **STRATEGIES[strategy]}, clock=clock)
+    b = cfg.breakers[0]
+    twin = cb.Breaker(b)
+    mgr = FakeExchange().mgr
+    flying = []
+    for step in steps:
+        clock.advance(step[1] / 1000)
+        if step[0] == "start":
+            ex = FakeExchange(mgr=mgr, start=clock())
+            verdict = twin.admit(b, clock)
+            assert f.on_request(ex) == (verdict != cb.REFUSE)
+            if verdict != cb.REFUSE:
+                flying.append((ex, twin.gen, verdict == cb.PROBE))
+        elif flying:
+            ex, gen, probe = flying.pop(0)
+            code = step[2]
+            ex.finish(code, f)
+            slow = b.slow_ratio and clock() - ex.t_start > b.slow_threshold
+            twin.complete(b, clock(), failed=code == 0 or code >= 500, slow=slow, probe=probe,
+                          gen=gen)
+        ours = f.states.get(b.state_key)
+        if ours is None:  # no request yet
+            continue
+        assert (ours.state, ours.gen, ours.probes, ours.passed, ours.open_until) == (
+            twin.state, twin.gen, twin.probes, twin.passed, twin.open_until)
+        w, t = ours.window, twin.window
+        assert (w.sum_total, w.sum_errors, w.sum_slow) == (t.sum_total, t.sum_errors,
+                                                           t.sum_slow)
+
+
+def test_the_admission_is_kept_beside_another_filters_note():
+    # Alone, a closed breaker's admission is the exchange's filter state itself; a note
+    # from another filter (RBAC names the policy for the access log) then turns it into
+    # a dict by filter name, and the outcome still reaches the breaker.
+    f, cfg = make_filter({"name": "b", "strategy": "errorCount", "threshold": 0,
+                          "minRequests": 1, "openDurationMs": 5000})
+    ex = FakeExchange()
+    assert f.on_request(ex)
+    assert isinstance(ex.filter_state, tuple)
+    rbac._note(ex, "audit")
+    assert set(ex.filter_state) == {cb.NAME, rbac.NAME}
+    ex.finish(500, f)
+    assert f.states[cfg.breakers[0].state_key].state is cb.State.OPEN
+    # And the other way round: the breaker after the note.
+    f, cfg = make_filter({"name": "b", "strategy": "errorCount", "threshold": 0,
+                          "minRequests": 1, "openDurationMs": 5000})
+    ex = FakeExchange()
+    rbac._note(ex, "audit")
+    assert f.on_request(ex)
+    assert ex.filter_state[rbac.NAME] == "audit"
+    ex.finish(0, f)
+    assert f.states[cfg.breakers[0].state_key].state is cb.State.OPEN
