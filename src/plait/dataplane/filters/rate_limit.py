@@ -15,7 +15,7 @@ rule's `fallback` (a Degrade). Keys:
 
 A request without the header keyed on shares the bucket of "no value". Buckets are kept
 per rule in a bounded map (MAX_KEYS, least recently used forgotten) and refilled lazily
-from the monotonic clock, read once per request and only when some rule covers it.
+from the monotonic clock, read once per request.
 Cluster-wide ("global") limits need nothing here: the control plane gives each instance
 its share of the quota as an ordinary rule. Buckets are per worker process and survive
 config pushes: rules with the same name and key share their buckets across routes.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plait.core.errors import ConfigError, Reason
 from plait.dataplane.filters.typed_struct import (
@@ -62,6 +62,17 @@ class RuleConfig:
     fallback: Fallback | None = None
     service: str = ""  # the protected service, for events ("" = this sidecar's app)
     state_key: str = ""
+    # Plain bools for the request path (reading an enum member is slow in CPython 3.11):
+    # the rule covers every request; keyed by method; keyed by caller (a request without
+    # its header is keyed by its peer).
+    covers_all: bool = field(default=False, init=False, compare=False, repr=False)
+    by_method: bool = field(default=False, init=False, compare=False, repr=False)
+    by_peer: bool = field(default=False, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "covers_all", self.match is MATCH_ALL)
+        object.__setattr__(self, "by_method", self.key is Key.METHOD)
+        object.__setattr__(self, "by_peer", self.key is Key.CALLER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +181,27 @@ def key_of(rule: RuleConfig, ex) -> bytes:
         if n == name:
             return v
     if kind is _CALLER:
-        return ex.down.peer_ip() or b""
+        return _peer(ex)
     return b""
+
+
+def _peer(ex) -> bytes:
+    """The caller key of a request without `x-plait-caller`: its downstream address."""
+    return ex.down.peer_ip() or b""
+
+
+class _States(dict):
+    """Rule state key -> Buckets, made on first use; beyond MAX_RULES the oldest is
+    forgotten. Indexing (`states[key]`) makes a missing one, so the request path needs
+    no get-and-test."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> Buckets:
+        if len(self) >= MAX_RULES:
+            del self[next(iter(self))]
+        buckets = self[key] = Buckets()
+        return buckets
 
 
 class RateLimitFilter:
@@ -179,7 +209,7 @@ class RateLimitFilter:
 
     def __init__(self, config: RateLimitConfig | None, *, clock=time.monotonic) -> None:
         self.config = config
-        self.states: dict[str, Buckets] = {}
+        self.states: dict[str, Buckets] = _States()
         self.clock = clock
 
     def adopt(self, previous: "RateLimitFilter") -> None:
@@ -187,32 +217,42 @@ class RateLimitFilter:
         self.states = previous.states
 
     def on_request(self, ex) -> bool:
-        route = ex.route
-        cfg = route.per_filter.get(NAME, self.config) if route is not None else self.config
+        # A route is known: the filter chain runs only for requests that found one.
+        cfg = ex.route.per_filter.get(NAME, self.config)
         if cfg is None:
             return True
-        now = None
+        now = self.clock()
         for rule in cfg.rules:
-            if rule.match is not MATCH_ALL and not rule.match.matches(ex):
+            if not rule.covers_all and not rule.match.matches(ex):
                 continue
-            buckets = self.states.get(rule.state_key)
-            if buckets is None:
-                buckets = self._new(rule)
-            if now is None:
-                now = self.clock()
-            if not buckets.take(rule, key_of(rule, ex), now):
-                self._refuse(ex, rule, now)
-                return False
+            buckets = self.states[rule.state_key]
+            # key_of(rule, ex), inlined
+            name = rule.header
+            if name:  # app, caller, header:<name>
+                for n, v in ex.request.headers:
+                    if n == name:
+                        key = v
+                        break
+                else:
+                    key = _peer(ex) if rule.by_peer else b""
+            elif rule.by_method:
+                key = ex.request.method
+            else:
+                key = b""
+            # Buckets.take's common case inlined: the bucket of the last take, no fill
+            # due, a token left (tokens are whole numbers: `if tokens` is `tokens >= 1`).
+            if key == buckets.last:
+                b = buckets.last_bucket
+                tokens = b[0]
+                if now - b[1] < rule.fill_interval and tokens:
+                    b[0] = tokens - 1
+                    continue
+            if not buckets.take(rule, key, now):
+                return self._refuse(ex, rule, now)
         return True
 
-    def _new(self, rule: RuleConfig) -> Buckets:
-        states = self.states
-        if len(states) >= MAX_RULES:
-            del states[next(iter(states))]
-        buckets = states[rule.state_key] = Buckets()
-        return buckets
-
-    def _refuse(self, ex, rule: RuleConfig, now: float) -> None:
+    def _refuse(self, ex, rule: RuleConfig, now: float) -> bool:
+        """Answer a request the rule's bucket had no token for; STOP (False)."""
         mgr = ex.mgr
         mgr.stats.count_by("rate_limit_refused_total", "rule", rule.name)
         events = mgr.events
@@ -221,9 +261,10 @@ class RateLimitFilter:
         fb = rule.fallback
         if fb is None:
             ex.local_reply(Reason.RATE_LIMITED, status=rule.status)
-            return
+            return False
         mgr.stats.count_by("degrade_fallback_total", "rule", rule.name)
         if events is not None:
             events.count("degrade", rule=rule.name, service=rule.service, now=now)
         ex.reason = Reason.RATE_LIMITED
         ex.direct_reply(fb.status, fb.body, extra=fb.headers)
+        return False
