@@ -70,6 +70,9 @@ def proxy(dead_port, blackhole_port):
                                                                base_interval=0.01)),
                 vhost("per-try", "a", retry=sc.retry_policy("5xx", num_retries=1,
                                                             per_try_timeout=0.3)),
+                vhost("retry-409", "a", retry=sc.retry_policy(
+                    "retriable-status-codes", num_retries=1, base_interval=0.01,
+                    retriable_status_codes=[409])),
                 vhost("route-timeout", "a", timeout=0.5),
                 vhost("blackhole", "blackhole"),
             ])],
@@ -114,6 +117,17 @@ def test_503_is_retried_and_counted(proxy):
                cluster="a")
     assert replies[0].status_code == 200 and replies[0].json()["path"].startswith("/flaky/")
     assert d == {"plait_upstream_rq_retry_total": 2, "plait_upstream_rq_retry_success_total": 1}
+
+
+def test_a_retriable_status_code_below_500_is_retried_and_others_are_not(proxy):
+    k = key()
+    replies = []
+    d = deltas(proxy, lambda: replies.extend([
+        get(proxy, "retry-409", f"/flaky/{k}/1/status/409"),
+        get(proxy, "retry-409", "/status/404"),
+        get(proxy, "retry-409", "/status/500")]), "plait_upstream_rq_retry_total", cluster="a")
+    assert [r.status_code for r in replies] == [200, 404, 500]
+    assert d["plait_upstream_rq_retry_total"] == 1
 
 
 def test_retries_run_out_and_the_last_answer_is_passed_on(proxy):

@@ -61,6 +61,13 @@ class RetryPolicy:
     max_interval: float = 0.25  # Envoy's default: 10 x base
     retriable_status_codes: frozenset[int] = frozenset()
     buffer_limit: int = 64 * 1024
+    # The lowest status a retry may be asked for: 500, or a lower retriable status code.
+    # A response below it is told from the retriable ones with one comparison.
+    lowest_retriable: int = field(default=500, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lowest_retriable",
+                           min(500, min(self.retriable_status_codes, default=500)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -430,7 +430,8 @@ class Exchange:
         if detector is not None and self.host is not None:
             detector.observe(self.host, status)
         retry = self.route.retry
-        if retry is not None and (status >= 500 or status in retry.retriable_status_codes) \
+        if retry is not None and status >= retry.lowest_retriable \
+                and (status >= 500 or status in retry.retriable_status_codes) \
                 and self._can_retry(None, status):
             conn.exchange = None
             conn.close()
