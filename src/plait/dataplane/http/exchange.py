@@ -101,7 +101,7 @@ class Exchange:
         self.filter_index = 0
         self.mirrors = ()
         self.retry_held = False  # a retry of this request counts against max_retries
-        self.filter_state = None  # {filter name: what it needs at on_complete}
+        self.filter_state = None  # what filters keep for on_complete (plait.dataplane.filters)
 
     # -- request side -------------------------------------------------------------------
 
