@@ -42,8 +42,9 @@ _SPECIAL = {
 DEFAULT_MAX_HEADER_BYTES = 60 * 1024  # Envoy's max_request_headers_kb default
 
 
-# Events are named tuples: built by C code, read through C getters, immutable. The request
-# path creates several per request, so this matters more than it looks.
+# Events are named tuples: small and immutable. The request path creates several per
+# request; it builds them with tuple.__new__ (below), not through the named tuple's own
+# constructor, which is a Python function.
 
 
 class Request(NamedTuple):

@@ -15,8 +15,8 @@ import asyncio
 
 from plait.codec.http1 import Data, EndOfMessage, Http1ServerCodec, Request, Upgraded
 from plait.core.errors import ProtocolError, Reason
-from plait.dataplane.http.exchange import Exchange
 from plait.dataplane.flusher import write_out
+from plait.dataplane.http.exchange import Exchange
 from plait.dataplane.http.local_reply import local_response
 
 _BACKLOG_MAX = 64  # pipelined events held before we stop reading
