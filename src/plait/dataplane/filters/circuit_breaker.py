@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import enum
 import math
-import time
 from dataclasses import dataclass, field
 
 from plait.core.errors import ConfigError, Reason
+from plait.dataplane.filters.stateful import StatefulFilter
 from plait.dataplane.filters.typed_struct import (
     MATCH_ALL, Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
 )
@@ -301,17 +301,10 @@ class Breaker:
         self.probes = self.passed = 0
 
 
-class CircuitBreakerFilter:
-    __slots__ = ("config", "states", "clock")
+class CircuitBreakerFilter(StatefulFilter):
+    """`states`: {breaker's state key: Breaker}."""
 
-    def __init__(self, config: CircuitBreakerConfig | None, *, clock=time.monotonic) -> None:
-        self.config = config
-        self.states: dict[str, Breaker] = {}
-        self.clock = clock
-
-    def adopt(self, previous: "CircuitBreakerFilter") -> None:
-        """Carry breaker states over from the filter this one replaces (a config push)."""
-        self.states = previous.states
+    __slots__ = ()
 
     # What a request admitted by breakers keeps until it completes, in
     # `ex.filter_state`: admitted by one breaker while closed (the common case), the

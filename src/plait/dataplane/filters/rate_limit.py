@@ -24,11 +24,11 @@ config pushes: rules with the same name and key share their buckets across route
 from __future__ import annotations
 
 import enum
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from plait.core.errors import ConfigError, Reason
+from plait.dataplane.filters.stateful import StatefulFilter
 from plait.dataplane.filters.typed_struct import (
     MATCH_ALL, Fallback, Fields, RequestMatch, TypedStruct, fallback, request_match, unpack,
 )
@@ -204,17 +204,11 @@ class _States(dict):
         return buckets
 
 
-class RateLimitFilter:
-    __slots__ = ("config", "states", "clock")
+class RateLimitFilter(StatefulFilter):
+    """`states`: {rule's state key: Buckets}, made on first use."""
 
-    def __init__(self, config: RateLimitConfig | None, *, clock=time.monotonic) -> None:
-        self.config = config
-        self.states: dict[str, Buckets] = _States()
-        self.clock = clock
-
-    def adopt(self, previous: "RateLimitFilter") -> None:
-        """Carry buckets over from the filter this one replaces (a config push)."""
-        self.states = previous.states
+    __slots__ = ()
+    new_states = _States
 
     def on_request(self, ex) -> bool:
         # A route is known: the filter chain runs only for requests that found one.
