@@ -7,13 +7,11 @@ CLI, the kind is stored, versioned and rolled back like every other.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
 from plait.testing.control import run_cli, start_control
-from plait.testing.mesh import Mesh, wait_until
+from plait.testing.mesh import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,29 +36,12 @@ DESTINATION_RULE = yaml.safe_dump({
 })
 
 
-def health_of(caller) -> dict[str, str]:
-    """The caller's view of each endpoint of pricing (admin /clusters)."""
-    _, body = caller.admin.admin_request("/clusters?format=json")
-    return {e["address"]: e["health"] for c in json.loads(body)["clusters"]
-            if c["name"].startswith("outbound|") and c["name"].endswith("||pricing")
-            for e in c["endpoints"]}
-
-
 def outlier_counts(caller) -> tuple[float, float, float]:
     """(ejections, of which by the failure-rate rule, returns) in the caller's sidecar."""
     stats = caller.stats()
     return (stats.value("plait_outlier_ejections_total"),
             stats.value("plait_outlier_ejections_by_reason_total", reason="failure_rate"),
             stats.value("plait_outlier_returns_total"))
-
-
-@pytest.fixture
-def mesh(tmp_path):
-    mesh = Mesh(tmp_path / "mesh")
-    try:
-        yield mesh
-    finally:
-        mesh.close()
 
 
 def test_the_kind_reaches_the_caller_which_ejects_the_outlier_and_takes_it_back(mesh):
@@ -86,7 +67,7 @@ def test_the_kind_reaches_the_caller_which_ejects_the_outlier_and_takes_it_back(
         wait_until(a_round_then_ejected, timeout=15, what="web ejects pricing-2")
         assert outlier_counts(web) == (1, 1, 0), "by the failure-rate rule, and only once"
         assert set(seen) == {*PRICING, "<500>"}, seen  # pricing-2 also answered, in between
-        assert health_of(web) == {address["pricing-1"]: "healthy",
+        assert web.endpoint_health("pricing") == {address["pricing-1"]: "healthy",
                                   address["pricing-2"]: "ejected",
                                   address["pricing-3"]: "healthy"}
         out = web.served_by("pricing", 30)
@@ -100,7 +81,7 @@ def test_the_kind_reaches_the_caller_which_ejects_the_outlier_and_takes_it_back(
     wait_until(lambda: web.call("pricing").served_by == "pricing-2", timeout=15,
                what="web calls pricing-2 again")
     assert outlier_counts(web) == (1, 1, 1)
-    assert set(health_of(web).values()) == {"healthy"}
+    assert set(web.endpoint_health("pricing").values()) == {"healthy"}
 
 
 def test_the_kind_through_the_cli(tmp_path):

@@ -9,14 +9,13 @@ HealthCheck with the API as an operator would.
 
 from __future__ import annotations
 
-import json
 import socket
 
 import pytest
 import yaml
 
 from plait.testing.control import run_cli, start_control
-from plait.testing.mesh import Mesh, wait_until
+from plait.testing.mesh import wait_until
 from plait.testing.secure_mesh import SecureMesh
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,15 +31,6 @@ def health_check(host: str) -> str:
         "spec": {"host": host, "http": {"path": "/healthz"}, "interval": "200ms",
                  "timeout": "150ms", "unhealthyThreshold": 2, "healthyThreshold": 1},
     })
-
-
-def health_of(caller, service: str) -> dict[str, str]:
-    """The caller's view of each endpoint of `service` (admin /clusters): "healthy",
-    "failed_active_hc" or "ejected"."""
-    _, body = caller.admin.admin_request("/clusters?format=json")
-    return {e["address"]: e["health"] for c in json.loads(body)["clusters"]
-            if c["name"].startswith("outbound|") and c["name"].endswith(f"|{service}")
-            for e in c["endpoints"]}
 
 
 def checks(caller, what: str) -> float:
@@ -76,15 +66,6 @@ def test_the_kind_through_the_cli(tmp_path):
         control.stop()
 
 
-@pytest.fixture
-def mesh(tmp_path):
-    mesh = Mesh(tmp_path / "mesh")
-    try:
-        yield mesh
-    finally:
-        mesh.close()
-
-
 def test_an_instance_failing_its_health_path_gets_no_traffic_until_it_recovers(mesh):
     web = mesh.add_app("web")
     for instance in PRICING:
@@ -99,16 +80,16 @@ def test_an_instance_failing_its_health_path_gets_no_traffic_until_it_recovers(m
     # pricing-2's app answers 500 to everything, its health path included. No request
     # is sent meanwhile: the checks alone must take it out.
     mesh.apps["pricing-2"].upstream.fail(500)
-    wait_until(lambda: health_of(web, "pricing").get(address["pricing-2"]) ==
+    wait_until(lambda: web.endpoint_health("pricing").get(address["pricing-2"]) ==
                "failed_active_hc", timeout=5, what="web's checks fail pricing-2")
-    assert health_of(web, "pricing")[address["pricing-1"]] == "healthy"
+    assert web.endpoint_health("pricing")[address["pricing-1"]] == "healthy"
     assert checks(web, "ejections") == 1
     # still registered and still in web's endpoints: web itself chose not to call it
     assert web.service_endpoints("pricing") == set(address.values())
     assert web.served_by("pricing", 20) == {"pricing-1": 20}
 
     mesh.apps["pricing-2"].upstream.fail(0)
-    wait_until(lambda: health_of(web, "pricing").get(address["pricing-2"]) == "healthy",
+    wait_until(lambda: web.endpoint_health("pricing").get(address["pricing-2"]) == "healthy",
                timeout=5, what="pricing-2 passes its check again")
     assert checks(web, "returns") == 1
     assert web.served_by("pricing", 20) == {"pricing-1": 10, "pricing-2": 10}
@@ -140,7 +121,7 @@ spec: {mtls: {mode: STRICT}}
     wait_until(lambda: checks(a, "success") >= 3, timeout=10,
                what="a's checks of b pass over mTLS")
     assert checks(a, "failure") == 0, "no check went out in plaintext"
-    assert health_of(a, "b") == {f"127.0.0.1:{mesh.apps['b'].inbound_port}": "healthy"}
+    assert a.endpoint_health("b") == {f"127.0.0.1:{mesh.apps['b'].inbound_port}": "healthy"}
     # b's sidecar let them through to its app as calls from a (its access log, written
     # every half second, names the TLS peer). b's own sidecar calls b too (no dependency
     # list: it calls everything), so it checks b as well, over mTLS as b.
