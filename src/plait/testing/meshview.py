@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from plait.controlplane.mesh import Instance
+from plait.dataplane.compile import compile_snapshot
 from plait.model import Resource, key_of, parse_documents, parse_resource
+from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 class FakeMeshView:
@@ -78,3 +80,12 @@ class FakeMeshView:
         self.changes += 1
         for callback in list(self._subscribers):
             callback()
+
+
+def compiled_snapshot(translation: dict):
+    """A translation (the push side's `translate` output) compiled as a sidecar compiles
+    what it is pushed; raises ConfigError where the sidecar would refuse it."""
+    return compile_snapshot(version="t", listeners=translation[LISTENER].values(),
+                            clusters=translation[CLUSTER].values(),
+                            routes=translation[ROUTE].values(),
+                            endpoints=translation[ENDPOINT].values())

@@ -8,10 +8,9 @@ from google.protobuf import json_format
 
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
-from plait.dataplane.compile import compile_snapshot
 from plait.dataplane.config import FailureRate, OutlierDetection
-from plait.testing.meshview import FakeMeshView
-from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from plait.testing.meshview import FakeMeshView, compiled_snapshot
+from plait.xds.resources import CLUSTER
 
 RULE = """
 apiVersion: networking.istio.io/v1
@@ -66,9 +65,7 @@ WEB = ProxyInfo.from_metadata("web-1", {"app": "web", "app_port": 9000})
 def compiled(view, proxy: ProxyInfo = WEB) -> dict:
     """Cluster name → the sidecar's compiled outlier detection, from the translator."""
     out = translate(view, proxy)
-    snapshot = compile_snapshot(version="t", listeners=out[LISTENER].values(),
-                                clusters=out[CLUSTER].values(), routes=out[ROUTE].values(),
-                                endpoints=out[ENDPOINT].values())
+    snapshot = compiled_snapshot(out)
     return {name: c.outlier for name, c in snapshot.clusters.items()
             if name.startswith("outbound|")}
 

@@ -12,10 +12,9 @@ from plait.controlplane.push import governance
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
 from plait.dataplane import filters
-from plait.dataplane.compile import compile_snapshot
 from plait.dataplane.filters import circuit_breaker, rate_limit
-from plait.testing.meshview import FakeMeshView
-from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from plait.testing.meshview import FakeMeshView, compiled_snapshot
+from plait.xds.resources import LISTENER, ROUTE
 
 RATE_LIMIT = """
 apiVersion: plait.io/v1alpha1
@@ -75,9 +74,7 @@ WEB = ProxyInfo.from_metadata("web-10.0.1.1:8080", {"app": "web", "app_port": 90
 
 def compiled(view, proxy: ProxyInfo):
     out = translate(view, proxy)
-    snapshot = compile_snapshot(version="t", listeners=out[LISTENER].values(),
-                                clusters=out[CLUSTER].values(), routes=out[ROUTE].values(),
-                                endpoints=out[ENDPOINT].values())
+    snapshot = compiled_snapshot(out)
     return out, {lis.name: lis for lis in snapshot.listeners}
 
 

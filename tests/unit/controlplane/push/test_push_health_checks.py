@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
-from plait.dataplane.compile import compile_snapshot
 from plait.dataplane.config import HealthCheck
 from plait.security.labels import TLS_LABEL
-from plait.testing.meshview import FakeMeshView
-from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from plait.testing.meshview import FakeMeshView, compiled_snapshot
+from plait.xds.resources import CLUSTER
 
 RULE = """
 apiVersion: networking.istio.io/v1
@@ -51,9 +50,7 @@ WEB = ProxyInfo.from_metadata("web-1", {"app": "web", "app_port": 9000})
 def compiled(view, proxy: ProxyInfo = WEB) -> dict:
     """Cluster name → the sidecar's compiled ClusterConfig, from the translator's output."""
     out = translate(view, proxy)
-    snapshot = compile_snapshot(version="t", listeners=out[LISTENER].values(),
-                                clusters=out[CLUSTER].values(), routes=out[ROUTE].values(),
-                                endpoints=out[ENDPOINT].values())
+    snapshot = compiled_snapshot(out)
     return dict(snapshot.clusters)
 
 

@@ -7,9 +7,8 @@ import yaml
 
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
-from plait.dataplane.compile import compile_snapshot
-from plait.testing.meshview import FakeMeshView
-from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from plait.testing.meshview import FakeMeshView, compiled_snapshot
+from plait.xds.resources import CLUSTER, ENDPOINT
 
 CLUSTER_NAME = "outbound|80||pay"
 OUTLIER = {"outlierDetection": {"consecutive5xxErrors": 2}}
@@ -36,9 +35,7 @@ def locality_lb(**setting) -> dict:
 def priorities(view, **labels) -> dict[str, int]:
     """Endpoint address → priority, as the caller's sidecar compiles them."""
     out = translate(view, ProxyInfo.from_metadata("c", {"app": "web", "labels": labels}))
-    snapshot = compile_snapshot(version="t", listeners=out[LISTENER].values(),
-                                clusters=out[CLUSTER].values(), routes=out[ROUTE].values(),
-                                endpoints=out[ENDPOINT].values())
+    snapshot = compiled_snapshot(out)
     return {e.host: e.priority for e in snapshot.clusters[CLUSTER_NAME].endpoints}
 
 

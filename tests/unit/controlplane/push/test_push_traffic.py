@@ -12,9 +12,8 @@ from envoy.config.core.v3 import base_pb2
 
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
-from plait.dataplane.compile import compile_snapshot
-from plait.testing.meshview import FakeMeshView
-from plait.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from plait.testing.meshview import FakeMeshView, compiled_snapshot
+from plait.xds.resources import CLUSTER, ROUTE
 
 Cluster = cluster_pb2.Cluster
 SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -56,15 +55,8 @@ spec:
 
 def sidecar(view, **meta) -> dict:
     out = translate(view, ProxyInfo.from_metadata("web-1", {"app": "web", **meta}))
-    compiled(out)
+    compiled_snapshot(out)
     return out
-
-
-def compiled(out: dict):
-    """The sidecar's compiled snapshot of a translation (raises ConfigError if refused)."""
-    return compile_snapshot(version="t", listeners=out[LISTENER].values(),
-                            clusters=out[CLUSTER].values(), routes=out[ROUTE].values(),
-                            endpoints=out[ENDPOINT].values())
 
 
 def pricing_routes(out: dict) -> list:
@@ -203,7 +195,7 @@ def test_mirror_with_a_percentage_reaches_a_served_shadow_cluster():
     (mirror,) = route.route.request_mirror_policies
     assert mirror.cluster == "outbound|8080|v2|pricing"
     assert mirror.runtime_fraction.default_value.numerator == 125_000  # per million
-    (sidecar_route,) = compiled(out).listeners[0].route_table.exact["pricing"].routes
+    (sidecar_route,) = compiled_snapshot(out).listeners[0].route_table.exact["pricing"].routes
     assert sidecar_route.mirrors[0].fraction == 0.125
 
 
@@ -271,7 +263,7 @@ spec:
   - {name: v2, labels: {version: v2}}
 """)
     out = sidecar(view)
-    snapshot = compiled(out)
+    snapshot = compiled_snapshot(out)
     whole = snapshot.clusters["outbound|8080||pricing"]
     assert (whole.outlier.consecutive_5xx, whole.outlier.consecutive_gateway_failure,
             whole.outlier.interval, whole.outlier.base_ejection_time,
