@@ -42,40 +42,58 @@ _SPECIAL = {
 DEFAULT_MAX_HEADER_BYTES = 60 * 1024  # Envoy's max_request_headers_kb default
 
 
-# Events are named tuples: small and immutable. The request path creates several per
-# request; it builds them with tuple.__new__ (below), not through the named tuple's own
-# constructor, which is a Python function.
+# Events. The two heads are read field by field many times per request, so they are
+# classes with __slots__: CPython 3.11 reads a slot with a specialised instruction, while
+# a named tuple's field is a descriptor it looks up on the type at each read (and a slotted
+# class is cheaper to build than a named tuple through its Python constructor). Treat
+# them as read-only. The small events stay named tuples.
 
 
-class Request(NamedTuple):
+class Request:
     """A request head. `headers` holds end-to-end headers with lower-case names."""
 
-    method: bytes
-    target: bytes
-    http10: bool
-    headers: list
-    host: bytes
-    keep_alive: bool
-    chunked: bool
-    content_length: int  # -1: none given
-    upgrade: bytes | None
-    expect_continue: bool
+    __slots__ = ("method", "target", "http10", "headers", "host", "keep_alive", "chunked",
+                 "content_length", "upgrade", "expect_continue")
+
+    def __init__(self, method: bytes, target: bytes, http10: bool, headers: list,
+                 host: bytes, keep_alive: bool, chunked: bool, content_length: int,
+                 upgrade: bytes | None, expect_continue: bool) -> None:
+        self.method = method
+        self.target = target
+        self.http10 = http10
+        self.headers = headers
+        self.host = host
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length  # -1: none given
+        self.upgrade = upgrade
+        self.expect_continue = expect_continue
 
     @property
     def has_body(self) -> bool:
         return self.chunked or self.content_length > 0
 
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {self.target!r}, host={self.host!r})"
 
-class Response(NamedTuple):
+
+class Response:
     """A response head; same conventions as `Request`. The reason phrase is not kept: a
     proxy sends the standard one for the status (as Envoy does)."""
 
-    status: int
-    headers: list
-    keep_alive: bool
-    chunked: bool
-    content_length: int
-    upgrade: bool
+    __slots__ = ("status", "headers", "keep_alive", "chunked", "content_length", "upgrade")
+
+    def __init__(self, status: int, headers: list, keep_alive: bool, chunked: bool,
+                 content_length: int, upgrade: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length
+        self.upgrade = upgrade
+
+    def __repr__(self) -> str:
+        return f"Response({self.status})"
 
 
 class Data(NamedTuple):
@@ -88,10 +106,8 @@ class EndOfMessage(NamedTuple):
 
 END_OF_MESSAGE = EndOfMessage(None)  # shared: the usual end, with no trailers
 
-# A named tuple's own constructor is a Python function; the hot path builds its events with
-# tuple.__new__ directly, from a tuple of all the fields in order.
-_new_request = partial(tuple.__new__, Request)
-_new_response = partial(tuple.__new__, Response)
+# A named tuple's own constructor is a Python function; the hot path builds body events
+# with tuple.__new__ directly.
 _new_data = partial(tuple.__new__, Data)
 
 
@@ -294,9 +310,9 @@ class Http1ServerCodec(_Codec):
         upgrade = self._upgrade
         if upgrade is not None and b"upgrade" not in self._conn_tokens:
             upgrade = None
-        self._events.append(_new_request((
+        self._events.append(Request(
             method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
-            self._chunked, self._length, upgrade, self._expect)))
+            self._chunked, self._length, upgrade, self._expect))
         if self._chunked:
             self._headers = self._trailers = []
 
@@ -347,8 +363,8 @@ class Http1ClientCodec(_Codec):
         status = parser.get_status_code()
         keep_alive = parser.should_keep_alive()
         upgrade = status == 101 and self._upgrade is not None
-        self._events.append(_new_response((
-            status, self._headers, keep_alive, self._chunked, self._length, upgrade)))
+        self._events.append(Response(
+            status, self._headers, keep_alive, self._chunked, self._length, upgrade))
         if self._chunked:
             self._headers = self._trailers = []
         if self._head_request and status >= 200:

@@ -54,7 +54,7 @@ def _regex_rewrite(rewrite, target: bytes) -> bytes:
 class Exchange:
     __slots__ = (
         "down", "mgr", "request", "route", "cluster", "host", "upstream", "head", "body",
-        "body_size", "retriable", "trailers", "request_done", "response_started",
+        "body_size", "retriable", "request_done", "response_started",
         "response_done", "down_chunked", "code", "reason", "attempts", "retries", "timer",
         "try_timer", "retry_handle", "reused", "finished", "upgraded", "t_start",
         "t_request_end", "t_connect", "t_connected", "t_first_byte", "bytes_sent",
@@ -74,7 +74,6 @@ class Exchange:
         self.body: list[bytes] = []
         self.body_size = 0
         self.retriable = True  # the whole body so far is held for a retry
-        self.trailers = None
         self.request_done = False
         self.response_started = False
         self.response_done = False
