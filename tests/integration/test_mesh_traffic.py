@@ -135,6 +135,11 @@ def test_a_zone_calls_its_own_instance_fails_over_and_comes_back(clean):
     apply(mesh, web, destination_rule(outlierDetection={
         "consecutive5xxErrors": 2, "interval": "1s", "baseEjectionTime": "2s",
         "maxEjectionPercent": 100}))
+    # The rule reaches the cluster and its endpoints in separate updates: wait for the
+    # endpoints' priorities, zone b behind zone a, before counting where calls go.
+    remote = f"127.0.0.1:{mesh.apps['pricing-b'].inbound_port}"
+    wait_until(lambda: web.endpoint_priorities("pricing").get(remote, 0) > 0,
+               timeout=RULE_DEADLINE, what="web puts zone b's instance behind zone a's")
 
     assert web.served_by("pricing", 40) == {"pricing-a": 40}  # zone a stays in zone a
     assert web2.served_by("pricing", 40).keys() == PRICING  # no locality: both

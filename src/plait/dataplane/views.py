@@ -48,6 +48,7 @@ def clusters_view(worker, merged: dict) -> list:
                 "health": ("failed_active_hc" if h.hc_failed else
                            "ejected" if h.ejected else "healthy"),
                 "zone": h.endpoint.zone,
+                "priority": h.endpoint.priority,  # 0 first; locality failover's order
                 "rq_total": counters.get(("upstream_host_rq_total", key), 0),
                 "cx_active": gauges.get(("upstream_host_cx_active", key), 0),
             })

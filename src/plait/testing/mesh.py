@@ -217,6 +217,14 @@ class App:
                 if name.startswith("outbound|") and name.rsplit("|", 1)[-1] == service
                 for ep in eps}
 
+    def endpoint_priorities(self, service: str) -> dict[str, int]:
+        """This sidecar's priority for each endpoint of `service` (admin /clusters):
+        "host:port" → 0 for the first choice, higher for failover."""
+        _, body = self.admin.admin_request("/clusters?format=json")
+        return {e["address"]: e["priority"] for c in json.loads(body)["clusters"]
+                if c["name"].startswith("outbound|") and c["name"].endswith(f"|{service}")
+                for e in c["endpoints"]}
+
     def endpoint_health(self, service: str) -> dict[str, str]:
         """This sidecar's view of each endpoint of `service` (admin /clusters): "host:port"
         → "healthy", "failed_active_hc" or "ejected"."""
