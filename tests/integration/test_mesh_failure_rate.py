@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from plait.testing.control import run_cli, start_control
+from plait.testing.control import cli_output, run_cli, start_control
 from plait.testing.mesh import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,10 +87,8 @@ def test_the_kind_reaches_the_caller_which_ejects_the_outlier_and_takes_it_back(
 def test_the_kind_through_the_cli(tmp_path):
     control = start_control(tmp_path / "control")
     try:
-        def cli(*args: str, stdin: str | None = None):
-            done = run_cli(control, *args, stdin=stdin)
-            assert done.returncode == 0, done.stderr
-            return done.stdout
+        def cli(*args: str, stdin: str | None = None) -> str:
+            return cli_output(control, *args, stdin=stdin)
 
         assert cli("apply", "-f", "-", stdin=failure_rate_ejection()).strip() == (
             "FailureRateEjection shop/pricing configured (version 1)")

@@ -14,7 +14,7 @@ import socket
 import pytest
 import yaml
 
-from plait.testing.control import run_cli, start_control
+from plait.testing.control import cli_output, run_cli, start_control
 from plait.testing.mesh import wait_until
 from plait.testing.secure_mesh import SecureMesh
 
@@ -40,10 +40,8 @@ def checks(caller, what: str) -> float:
 def test_the_kind_through_the_cli(tmp_path):
     control = start_control(tmp_path / "control")
     try:
-        def cli(*args: str, stdin: str | None = None):
-            done = run_cli(control, *args, stdin=stdin)
-            assert done.returncode == 0, done.stderr
-            return done.stdout
+        def cli(*args: str, stdin: str | None = None) -> str:
+            return cli_output(control, *args, stdin=stdin)
 
         assert cli("apply", "-f", "-", stdin=health_check("pricing")).strip() == (
             "HealthCheck shop/pricing configured (version 1)")

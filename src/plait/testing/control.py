@@ -109,3 +109,11 @@ def run_cli(
         env["PLAIT_CA_FILE"] = str(control.ca_file)
     return subprocess.run([*PLAIT, *args], input=stdin, capture_output=True, text=True,
                           env=env, timeout=timeout)  # fmt: skip
+
+
+def cli_output(control: ControlPlane | str, *args: str, stdin: str | None = None) -> str:
+    """`run_cli`'s standard output; fails the test (with the CLI's stderr) when the
+    command does not succeed."""
+    done = run_cli(control, *args, stdin=stdin)
+    assert done.returncode == 0, f"plait {' '.join(args)} failed: {done.stderr}"
+    return done.stdout

@@ -35,7 +35,7 @@ from typing import Callable, TypeVar
 import httpx
 
 from plait.testing import procs
-from plait.testing.control import PLAIT, ControlPlane, run_cli, start_control
+from plait.testing.control import PLAIT, ControlPlane, cli_output, run_cli, start_control
 from plait.testing.sidecar import READY as SIDECAR_READY
 from plait.testing.sidecar import Metrics, Sidecar, Upstream, start_upstream
 
@@ -334,9 +334,7 @@ class Mesh:
 
     def apply(self, text: str) -> str:
         """`plait apply -f -` with `text`; returns its output, fails the test on an error."""
-        done = self.cli("apply", "-f", "-", stdin=text)
-        assert done.returncode == 0, f"plait apply failed: {done.stderr}"
-        return done.stdout
+        return cli_output(self.control, "apply", "-f", "-", stdin=text)
 
     def apply_api(self, text: str) -> list[dict]:
         """`POST /api/v1/apply` with `text` (faster than the CLI); returns what was applied."""

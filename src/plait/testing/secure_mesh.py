@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from plait.security.workload import IdentityFiles
-from plait.testing.control import ControlPlane, run_cli, start_control
+from plait.testing.control import ControlPlane, cli_output, start_control
 from plait.testing.mesh import App, Mesh, _two_free_ports
 from plait.testing.sidecar import start_upstream
 
@@ -68,9 +68,8 @@ class SecureMesh(Mesh):
                                  headers=self.control.headers)
 
     def token(self, namespace: str, account: str) -> str:
-        done = run_cli(self.control, "token", "create", "--ns", namespace, "--sa", account)
-        assert done.returncode == 0, done.stderr
-        text = done.stdout.strip()
+        text = cli_output(self.control, "token", "create", "--ns", namespace, "--sa",
+                          account).strip()
         self.tokens.append(text)
         return text
 
