@@ -57,18 +57,27 @@ def parse(document: dict, message: Message, *, root: str = "") -> Message:
     """Fill `message` from a JSON-shaped dict. Raises ConfigError(path, reason), the path
     from `root` to the first field protobuf refuses (e.g. `clusters[0].connect_timeout`)."""
     try:
-        json_format.ParseDict(document, message)
+        _parse_dict(document, message)
     except json_format.ParseError:
         path, reason = _locate(document, message.DESCRIPTOR, root)
         raise ConfigError(path, reason) from None
     return message
 
 
+def _parse_dict(document, message: Message) -> None:
+    """`json_format.ParseDict`, whose few other failures on malformed input (an `Any`
+    whose `@type` is not a string fails with AttributeError) become its ParseError."""
+    try:
+        json_format.ParseDict(document, message)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise json_format.ParseError(f"not valid ({exc})") from exc
+
+
 def _refusal(descriptor: Descriptor, document) -> str | None:
     """Why protobuf refuses `document` as a `descriptor` message (its text without the
     path it adds), or None if it accepts it."""
     try:
-        json_format.ParseDict(document, message_factory.GetMessageClass(descriptor)())
+        _parse_dict(document, message_factory.GetMessageClass(descriptor)())
     except json_format.ParseError as exc:
         text = _PREFIX.sub("", str(exc).split("\n", 1)[0])
         text = re.sub(rf'\s+at "?{re.escape(descriptor.name)}(?=[.\["\s]|$).*$', "", text)
@@ -124,6 +133,9 @@ def _locate_value(field: FieldDescriptor, value, path: str, reason: str) -> tupl
     if descriptor is None:
         return path, reason
     if descriptor.full_name == "google.protobuf.Any" and isinstance(value, dict):
+        if "@type" in value and not isinstance(value["@type"], str):
+            return (_child(path, "@type"),
+                    f"expected a type URL string, got {_json_kind(value['@type'])}")
         descriptor = _any_type(value)
         value = {k: v for k, v in value.items() if k != "@type"}
     # Other well-known types have a JSON form of their own (a Duration is "1.5s"): the

@@ -109,6 +109,16 @@ def test_an_unknown_or_missing_type_url_is_the_typed_config_itself():
     assert refusal(doc, listener_pb2.Listener()).path == "filter_chains[0].filters[0].typed_config"
 
 
+@pytest.mark.parametrize("type_url, kind", [(None, "null"), (7, "a number"), ([], "a list")])
+def test_a_type_url_that_is_not_a_string_is_refused_where_it_is(type_url, kind):
+    # protobuf's own parser fails on these with AttributeError, not its ParseError
+    doc = listener()
+    hcm_of(doc)["@type"] = type_url
+    err = refusal(doc, listener_pb2.Listener())
+    assert err.path == "filter_chains[0].filters[0].typed_config['@type']"
+    assert err.reason == f"expected a type URL string, got {kind}"
+
+
 def test_map_entries_are_named_by_key():
     doc = listener()
     hcm_of(doc)["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] = {
