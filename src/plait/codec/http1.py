@@ -125,42 +125,41 @@ class _Codec:
         self._parser = parser_type(self)
         self._max = max_header_bytes
         self._events: list = []
-        self._in_head = False
-        self._in_message = False
+        self.in_head = False  # part of a message head has arrived and the rest has not
+        self.in_message = False  # part of a message has arrived and its end has not
         self._head_bytes = 0
         self._ended = False  # a message ended during the current receive_data
         self._upgraded = False
         self._count = False  # count header bytes one by one (a chunk over the limit)
-        self._reset_head()
-
-    def _reset_head(self) -> None:
         self._headers: list = []
-        self._trailers: list | None = None
         self._host = b""
-        self._chunked = False
         self._length = -1
+        self._url = b""
+        self._size = 0
+        self._rare = True  # a field below may be set: reset them at the next message
+        self._reset_rare()
+
+    def _reset_rare(self) -> None:
+        """Reset what most messages never set, only after one did (`_rare`)."""
+        self._rare = False
+        self._trailers: list | None = None
+        self._chunked = False
         self._conn_tokens = b""
         self._upgrade: bytes | None = None
         self._expect = False
-        self._url = b""
-        self._size = 0
 
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._in_message = True
-        self._in_head = True
+        self.in_message = self.in_head = True
         self._head_bytes = 0
         self._headers = []
-        self._trailers = None
         self._host = b""
-        self._chunked = False
         self._length = -1
-        self._conn_tokens = b""
-        self._upgrade = None
-        self._expect = False
         self._url = b""
         self._size = 0
+        if self._rare:
+            self._reset_rare()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -185,12 +184,19 @@ class _Codec:
         elif kind == _CONTENT_LENGTH:  # the usual ones first, without a further call
             self._length = int(value)  # llhttp validated the digits
             self._headers.append((name, value))
+        elif kind == _HOST:
+            if self._host:
+                raise ProtocolError("duplicate Host")
+            self._host = value
+            self._headers.append((name, value))
         elif kind == _CONNECTION:
             self._conn_tokens += b"," + value.lower()
+            self._rare = True
         else:
-            self._special(kind, name, value)
+            self._special(kind, value)
 
-    def _special(self, kind: int, name: bytes, value: bytes) -> None:
+    def _special(self, kind: int, value: bytes) -> None:
+        self._rare = True
         if kind == _TRANSFER_ENCODING:
             # llhttp admits any list ending in "chunked"; we re-chunk what we forward,
             # so any other coding (gzip, chunked) would silently vanish (Envoy: 501).
@@ -203,18 +209,13 @@ class _Codec:
             if value.lower() != b"100-continue":
                 raise ProtocolError("unsupported Expect")
             self._expect = True
-        elif kind == _HOST:
-            if self._host:
-                raise ProtocolError("duplicate Host")
-            self._host = value
-            self._headers.append((name, value))
         # other hop-by-hop headers are dropped
 
     def on_body(self, body: bytes) -> None:
         self._events.append(_new_data((body,)))
 
     def on_message_complete(self) -> None:
-        self._in_message = False
+        self.in_message = False
         self._ended = True
         trailers = self._trailers
         self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
@@ -226,7 +227,7 @@ class _Codec:
         """Feed bytes; return the events they completed. Raises ProtocolError."""
         if self._upgraded:
             return [Data(data)] if data else []
-        was_in_head = self._in_head
+        was_in_head = self.in_head
         size = len(data)
         if was_in_head:
             self._head_bytes += size
@@ -236,6 +237,7 @@ class _Codec:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded = True
+            self.in_message = False  # what follows is no message
             rest = data[upgrade.args[0]:]
             self._events.append(Upgraded(rest))
         except httptools.HttpParserCallbackError as exc:
@@ -248,30 +250,20 @@ class _Codec:
                 raise ProtocolError(f"malformed message: {cause}") from None
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed message: {exc}") from None
-        if self._in_head and not was_in_head and not self._ended:
+        if self.in_head and not was_in_head and not self._ended:
             # The head began in this chunk and nothing ended before it: all of it is head.
             # (httptools holds an unfinished header line where on_header cannot count it.)
             self._head_bytes = len(data)
-        if self._in_head and self._head_bytes > self._max:
+        if self.in_head and self._head_bytes > self._max:
             raise ProtocolError("header section too large", reason=Reason.HEADERS_TOO_LARGE)
         events, self._events = self._events, []
         return events
 
-    @property
-    def in_head(self) -> bool:
-        """Part of a message head has arrived and the rest has not."""
-        return self._in_head
-
-    @property
-    def in_message(self) -> bool:
-        """Part of a message has arrived and its end has not."""
-        return self._in_message and not self._upgraded
-
     def receive_eof(self) -> list:
         """The peer closed. Returns the events that completes (the end of a body delimited
         by close); raises ProtocolError when a message was cut short."""
-        if self._in_message and not self._upgraded:
-            self._in_message = False
+        if self.in_message:
+            self.in_message = False
             if self._close_delimited():
                 return [END_OF_MESSAGE]
             raise ProtocolError("connection closed mid-message")
@@ -292,7 +284,7 @@ class Http1ServerCodec(_Codec):
         super().__init__(httptools.HttpRequestParser, max_header_bytes)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         parser = self._parser
         version = parser.get_http_version()
         if version not in ("1.0", "1.1"):
@@ -354,11 +346,11 @@ class Http1ClientCodec(_Codec):
 
     def _close_delimited(self) -> bool:
         status = self._parser.get_status_code()
-        return (not self._in_head and not self._chunked and self._length < 0
+        return (not self.in_head and not self._chunked and self._length < 0
                 and status >= 200 and status not in (204, 304))
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         parser = self._parser
         status = parser.get_status_code()
         keep_alive = parser.should_keep_alive()
@@ -369,7 +361,7 @@ class Http1ClientCodec(_Codec):
             self._headers = self._trailers = []
         if self._head_request and status >= 200:
             self._head_request = False
-            self._in_message = False
+            self.in_message = False
             self._events.append(END_OF_MESSAGE)
             raise _HeadDone()
 
@@ -384,7 +376,7 @@ def encode_headers(headers: list) -> bytes:
     """Header lines, each ending in CRLF (empty for no headers)."""
     if not headers:
         return b""
-    return b"\r\n".join([b": ".join(pair) for pair in headers]) + b"\r\n"
+    return b"\r\n".join(map(b": ".join, headers)) + b"\r\n"
 
 
 def encode_request_head(method: bytes, target: bytes, headers: list, framing: bytes) -> bytes:
@@ -393,7 +385,7 @@ def encode_request_head(method: bytes, target: bytes, headers: list, framing: by
     if not headers:
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, framing)
     return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
-        method, target, b"\r\n".join([b": ".join(h) for h in headers]), framing)
+        method, target, b"\r\n".join(map(b": ".join, headers)), framing)
 
 
 def encode_response_head(status: int, headers: list, framing: bytes) -> bytes:
@@ -402,8 +394,7 @@ def encode_response_head(status: int, headers: list, framing: bytes) -> bytes:
     line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
     if not headers:
         return b"%s%s\r\n" % (line, framing)
-    return b"%s%s\r\n%s\r\n" % (line, b"\r\n".join([b": ".join(h) for h in headers]),
-                                framing)
+    return b"%s%s\r\n%s\r\n" % (line, b"\r\n".join(map(b": ".join, headers)), framing)
 
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
