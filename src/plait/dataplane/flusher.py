@@ -33,10 +33,13 @@ def write_out(conn) -> None:
 
 
 class Flusher:
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "_call_soon")
 
     def __init__(self) -> None:
         self.pending: list = []
+        # The running loop's call_soon, looked up once: asyncio.get_running_loop() makes a
+        # getpid() system call each time (CPython checks the loop is this process's).
+        self._call_soon = None
 
     def queue(self, conn) -> None:
         """Have `conn` write its `out` after the current turn (once, however often it is
@@ -45,7 +48,10 @@ class Flusher:
             return
         conn.queued = True
         if not self.pending:
-            asyncio.get_running_loop().call_soon(self.run)
+            call_soon = self._call_soon
+            if call_soon is None:
+                call_soon = self._call_soon = asyncio.get_running_loop().call_soon
+            call_soon(self.run)
         self.pending.append(conn)
 
     def send(self, conn, data: bytes) -> None:
