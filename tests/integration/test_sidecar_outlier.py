@@ -77,6 +77,9 @@ def test_a_host_failing_every_other_request_is_ejected_avoided_and_returns(proxy
     try:
         wait_until(a_round_then_ejected, timeout=15, what="r2 ejected for its failure rate")
         assert ejections(proxy) == (1, 1, 0), "the failure-rate rule ejected it, nothing else"
+        # enforced at 100%: found once, ejected that time
+        assert proxy.stats().value("plait_outlier_ejections_detected_by_reason_total",
+                                   cluster="rate", reason="failure_rate") == 1
         r2 = [code for code, name in trace if name == "r2"]
         # Round robin gave r2 a third of the calls, and it failed every other one of them:
         # never two in a row, so the consecutive rule (3) could not have caught it.

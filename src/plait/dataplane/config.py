@@ -234,19 +234,23 @@ class FailureRate:
     `min_requests` requests whose failures are at least `floor_percent` of them and at
     least `ratio` times the rest of the cluster's share is ejected; judged only while at
     least `min_hosts` hosts have `min_requests`. `ratio` 0 compares with nothing, as
-    Envoy's failure_percentage. Defaults are Envoy's failure_percentage_* defaults, the
-    window its default `interval`."""
+    Envoy's failure_percentage. `enforcing` is the chance that a host found is ejected.
+    Defaults are Envoy's failure_percentage_* defaults, the window its default
+    `interval`."""
 
     min_requests: int = 50
     ratio: float = 0.0
     floor_percent: float = 85.0
     window: float = 10.0
     min_hosts: int = 5
+    enforcing: float = 1.0  # enforcing_failure_percentage / 100, above 0 (0: rule off)
 
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
-    """Passive health: Envoy's outlier_detection fields and defaults."""
+    """Passive health: Envoy's outlier_detection fields and defaults. Each rule's
+    `enforcing_*` is the chance that a host it finds is ejected: Envoy's percentage / 100,
+    above 0 (a rule enforced at 0% is compiled as off)."""
 
     consecutive_5xx: int = 5  # 0: off
     consecutive_gateway_failure: int = 0  # 0: off (Envoy enforces it at 0% by default)
@@ -255,6 +259,8 @@ class OutlierDetection:
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 10.0
     failure_rate: FailureRate | None = None  # None: the rule is off
+    enforcing_consecutive_5xx: float = 1.0
+    enforcing_consecutive_gateway_failure: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,8 @@ class ClusterStats:
     __slots__ = ("name", "rq_by_code", "duration", "cx_total", "cx_connect_fail",
                  "cx_connect_timeout", "rq_retry", "rq_retry_success", "rq_timeout",
                  "rq_reset", "rq_active", "rq_retry_budget_exhausted", "rq_mirror",
-                 "rq_mirror_failed", "outlier_ejections", "outlier_by_reason", "outlier_returns",
+                 "rq_mirror_failed", "outlier_ejections", "outlier_by_reason",
+                 "outlier_detected_by_reason", "outlier_returns",
                  "lb_panic",
                  "cx_overflow", "rq_pending_overflow", "rq_pending_active", "rq_retry_overflow",
                  "hc_attempt", "hc_success", "hc_failure", "hc_ejections", "hc_returns")
@@ -78,6 +79,9 @@ class ClusterStats:
         self.outlier_ejections = 0
         # rule -> ejections: consecutive_5xx, consecutive_gateway_failure, failure_rate
         self.outlier_by_reason: dict[str, int] = {}
+        # rule -> outliers found with room to eject them: ejected, or spared by the
+        # rule's enforcing chance (Envoy's ejections_detected_* beside _enforced_*)
+        self.outlier_detected_by_reason: dict[str, int] = {}
         self.outlier_returns = 0
         self.lb_panic = 0
         self.cx_overflow = 0  # a connection was wanted at max_connections
@@ -145,6 +149,9 @@ class Stats:
             for reason, n in cs.outlier_by_reason.items():
                 counters.append(("outlier_ejections_by_reason_total", {**lab, "reason": reason},
                                  n))
+            for reason, n in cs.outlier_detected_by_reason.items():
+                counters.append(("outlier_ejections_detected_by_reason_total",
+                                 {**lab, "reason": reason}, n))
             counters += [("upstream_cx_total", lab, cs.cx_total),
                          ("upstream_cx_connect_fail_total", lab, cs.cx_connect_fail),
                          ("upstream_cx_connect_timeout_total", lab, cs.cx_connect_timeout),

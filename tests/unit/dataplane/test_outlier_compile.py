@@ -62,10 +62,10 @@ def test_the_rule_is_off_unless_enforced():
     assert outlier_of(outlier_detection={}).failure_rate is None
 
 
-@pytest.mark.parametrize("enforcing", [1, 50, 100])
-def test_any_enforcement_above_zero_turns_it_on(enforcing):
+@pytest.mark.parametrize("enforcing,chance", [(1, 0.01), (50, 0.5), (100, 1.0)])
+def test_enforcement_is_compiled_into_the_chance_of_ejection(enforcing, chance):
     od = outlier_of(outlier_detection={"enforcing_failure_percentage": enforcing})
-    assert od.failure_rate is not None
+    assert od.failure_rate is not None and od.failure_rate.enforcing == chance
 
 
 def test_zero_requests_or_hosts_is_one():
@@ -80,11 +80,35 @@ def test_enforcing_consecutive_5xx_at_zero_turns_that_rule_off():
     assert outlier_of(outlier_detection={"consecutive_5xx": 0}).consecutive_5xx == 0
 
 
+def consecutive(**fields) -> tuple:
+    od = outlier_of(outlier_detection=fields)
+    return (od.consecutive_5xx, od.enforcing_consecutive_5xx,
+            od.consecutive_gateway_failure, od.enforcing_consecutive_gateway_failure)
+
+
+def test_the_consecutive_rules_enforcing_percentages_are_chances_too():
+    # unset: Envoy's 100% for 5xx; off (1.0 kept) while a rule is off
+    assert consecutive() == (5, 1.0, 0, 1.0)
+    assert consecutive(consecutive_5xx=3, enforcing_consecutive_5xx=25) == (3, 0.25, 0, 1.0)
+    assert consecutive(consecutive_gateway_failure=2,
+                       enforcing_consecutive_gateway_failure=40) == (5, 1.0, 2, 0.4)
+    # a gateway threshold alone is enforced (as Plait always read it; Istio sends both);
+    # a percentage alone takes Envoy's threshold, 5; 0% is off
+    assert consecutive(consecutive_gateway_failure=2)[2:] == (2, 1.0)
+    assert consecutive(enforcing_consecutive_gateway_failure=100)[2:] == (5, 1.0)
+    assert consecutive(consecutive_gateway_failure=2,
+                       enforcing_consecutive_gateway_failure=0)[2:] == (0, 1.0)
+
+
 @pytest.mark.parametrize("outlier,metadata,path", [
     ({**ON, "failure_percentage_threshold": 101}, None,
      f"{CLUSTER}.outlier_detection.failure_percentage_threshold"),
     ({"enforcing_failure_percentage": 150}, None,
      f"{CLUSTER}.outlier_detection.enforcing_failure_percentage"),
+    ({"enforcing_consecutive_5xx": 101}, None,
+     f"{CLUSTER}.outlier_detection.enforcing_consecutive_5xx"),
+    ({"enforcing_consecutive_gateway_failure": 200}, None,
+     f"{CLUSTER}.outlier_detection.enforcing_consecutive_gateway_failure"),
     (ON, {"failureRateRatio": 0.5}, f"{META}.failureRateRatio"),
     (ON, {"failureRateRatio": -1}, f"{META}.failureRateRatio"),
     (ON, {"failureRateRatio": "2"}, f"{META}.failureRateRatio"),

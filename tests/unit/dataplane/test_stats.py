@@ -85,16 +85,26 @@ def test_empty_stats_render_only_process_wide_series():
 
 
 def test_outlier_ejections_by_reason_sum_across_workers_beside_the_total():
-    def worker(reasons: dict) -> dict:
+    def worker(reasons: dict, detected: dict) -> dict:
         s = Stats()
         c = s.cluster("c")
         c.outlier_ejections = sum(reasons.values())
         c.outlier_by_reason.update(reasons)
+        c.outlier_detected_by_reason.update(detected)
         return s.snapshot()
 
-    got = samples(render_prometheus(merge([worker({"failure_rate": 2}),
-                                           worker({"failure_rate": 1, "consecutive_5xx": 1})])))
+    got = samples(render_prometheus(merge([
+        worker({"failure_rate": 2}, {"failure_rate": 5}),
+        worker({"failure_rate": 1, "consecutive_5xx": 1},
+               {"failure_rate": 1, "consecutive_5xx": 2})])))
     assert got[("plait_outlier_ejections_total", (("cluster", "c"),))] == 4
-    by_reason = {dict(labels)["reason"]: v for (name, labels), v in got.items()
-                 if name == "plait_outlier_ejections_by_reason_total"}
-    assert by_reason == {"failure_rate": 3, "consecutive_5xx": 1}
+
+    def by_reason(metric: str) -> dict:
+        return {dict(labels)["reason"]: v for (name, labels), v in got.items()
+                if name == metric}
+
+    assert by_reason("plait_outlier_ejections_by_reason_total") == {
+        "failure_rate": 3, "consecutive_5xx": 1}
+    # found, ejected or spared by the enforcing chance
+    assert by_reason("plait_outlier_ejections_detected_by_reason_total") == {
+        "failure_rate": 6, "consecutive_5xx": 2}

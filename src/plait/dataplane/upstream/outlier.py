@@ -17,30 +17,45 @@ ejected the same way. The request path only adds to two counters on the host. A 
 the detector owns closes a bucket every window / BUCKETS seconds, slides each host's
 window and judges; it runs only while the rule is configured, and the cluster manager
 starts and stops it with the cluster.
+
+Every rule ejects what it finds with its `enforcing_*` chance, as Envoy's enforcing_*
+percentages do: a host found while max_ejection_percent leaves room is counted as
+detected, then ejected if a draw of `random()` falls under the chance (no draw at 100%).
+A host spared by the draw has spent the evidence it was found on, as in Envoy, so it is
+not drawn for again on the same failures: a consecutive rule's run starts again, and the
+failure-rate rule leaves the host unjudged until its window holds only what came after
+(Envoy draws once per interval; this rule judges every bucket).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random as _random
 from collections import deque
+from typing import Callable
 
 from plait.dataplane.config import OutlierDetection
 
 _GATEWAY = frozenset((502, 503, 504))
 # A window is ten buckets, as the circuit breaker's statWindow and the retry budget's.
 BUCKETS = 10
-FAILURE_RATE = "failure_rate"  # the reason label of this rule's ejections
+# The reason labels of each rule's ejections
+CONSECUTIVE_5XX = "consecutive_5xx"
+CONSECUTIVE_GATEWAY = "consecutive_gateway_failure"
+FAILURE_RATE = "failure_rate"
 
 
 class Window:
-    """One host's last BUCKETS buckets of (requests, failures), with their sums."""
+    """One host's last BUCKETS buckets of (requests, failures), with their sums, and how
+    many more buckets the host waits before it is judged again (after a spared draw)."""
 
-    __slots__ = ("buckets", "requests", "failures")
+    __slots__ = ("buckets", "requests", "failures", "held")
 
     def __init__(self) -> None:
         self.buckets: deque[tuple[int, int]] = deque(maxlen=BUCKETS)
         self.requests = 0
         self.failures = 0
+        self.held = 0
 
     def push(self, requests: int, failures: int) -> None:
         """Add a closed bucket; the oldest slides out once there are BUCKETS."""
@@ -51,17 +66,21 @@ class Window:
         self.buckets.append((requests, failures))
         self.requests += requests
         self.failures += failures
+        if self.held:
+            self.held -= 1
 
     def clear(self) -> None:
         self.buckets.clear()
-        self.requests = self.failures = 0
+        self.requests = self.failures = self.held = 0
 
 
 class OutlierDetector:
-    def __init__(self, config: OutlierDetection, cluster, *, on_event=None) -> None:
+    def __init__(self, config: OutlierDetection, cluster, *, on_event=None,
+                 random: Callable[[], float] = _random.random) -> None:
         self.config = config
         self.cluster = cluster
         self.on_event = on_event  # (kind, cluster name, host key) -> None
+        self.random = random  # a float in [0, 1) per draw; tests pass a seeded one
         self.ejections = 0
         self.returns = 0
         self._returned_at: dict[str, float] = {}  # host key -> loop time of its last return
@@ -91,10 +110,10 @@ class OutlierDetector:
         if host.ejected:
             return
         if cfg.consecutive_5xx and host.consecutive_5xx >= cfg.consecutive_5xx:
-            self._eject(host, "consecutive_5xx")
+            self._detect(host, CONSECUTIVE_5XX, cfg.enforcing_consecutive_5xx)
         elif (cfg.consecutive_gateway_failure
               and host.consecutive_gateway >= cfg.consecutive_gateway_failure):
-            self._eject(host, "consecutive_gateway_failure")
+            self._detect(host, CONSECUTIVE_GATEWAY, cfg.enforcing_consecutive_gateway_failure)
 
     # -- the failure-rate rule's timer ---------------------------------------------------
 
@@ -143,7 +162,8 @@ class OutlierDetector:
 
     def tick(self) -> None:
         """Close every host's current bucket, slide the windows, and eject the hosts the
-        failure-rate rule finds. Called by the timer; tests call it directly."""
+        failure-rate rule finds (each with the rule's chance). Called by the timer; tests
+        call it directly."""
         old = self.windows
         windows = {}
         for host in self.cluster.hosts:
@@ -155,11 +175,12 @@ class OutlierDetector:
             windows[host] = window
         self.windows = windows  # hosts that left the cluster are forgotten
         for host in self.outliers():
-            self._eject(host, FAILURE_RATE)
+            self._detect(host, FAILURE_RATE, self.config.failure_rate.enforcing)
 
     def outliers(self) -> list:
-        """The hosts the failure-rate rule would eject now, the worst first (so that
-        max_ejection_percent leaves out the better ones)."""
+        """The hosts the failure-rate rule finds now, the worst first (so that
+        max_ejection_percent leaves out the better ones); not those it spared and still
+        holds."""
         rule = self.config.failure_rate
         if rule is None:
             return []
@@ -175,7 +196,8 @@ class OutlierDetector:
         for host, w in windows.items():
             n, f = w.requests, w.failures
             # Compared cross-multiplied, in integers where the config is: exact at the edge.
-            if host.ejected or n < rule.min_requests or not f or f * 100 < rule.floor_percent * n:
+            if (host.ejected or w.held or n < rule.min_requests or not f
+                    or f * 100 < rule.floor_percent * n):
                 continue
             if rule.ratio:
                 rest_n, rest_f = total - n, failed - f
@@ -187,12 +209,26 @@ class OutlierDetector:
 
     # -- ejection and return ------------------------------------------------------------
 
-    def _eject(self, host, reason: str) -> bool:
-        """Eject `host` unless max_ejection_percent forbids it; True when it was."""
+    def _detect(self, host, reason: str, enforcing: float) -> None:
+        """`host` was found by the rule `reason`, enforced with chance `enforcing`: unless
+        max_ejection_percent leaves no room (then nothing is decided: the host is found
+        again), count it, and eject it or spare it by the draw."""
         hosts = self.cluster.hosts
         ejected = sum(1 for h in hosts if h.ejected)
         if ejected and (ejected + 1) * 100.0 / len(hosts) > self.config.max_ejection_percent:
-            return False
+            return
+        detected = self.cluster.stats.outlier_detected_by_reason
+        detected[reason] = detected.get(reason, 0) + 1
+        if enforcing >= 1.0 or self.random() < enforcing:
+            self._eject(host, reason)
+        elif reason == FAILURE_RATE:
+            self.windows[host].held = BUCKETS  # judged again on a window all new
+        elif reason == CONSECUTIVE_5XX:  # a gateway run is part of the 5xx run
+            host.consecutive_5xx = host.consecutive_gateway = 0
+        else:
+            host.consecutive_gateway = 0
+
+    def _eject(self, host, reason: str) -> None:
         loop = asyncio.get_running_loop()
         returned = self._returned_at.pop(host.key, None)
         if returned is not None and self.config.interval > 0:
@@ -212,7 +248,6 @@ class OutlierDetector:
         self.cluster.rebuild_lb()
         if self.on_event is not None:
             self.on_event("ejection", self.cluster.name, host.key)
-        return True
 
     def _forget(self, host) -> None:
         """Clear the host's failure-rate window: it is judged afresh when it is back."""

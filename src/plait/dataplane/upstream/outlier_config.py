@@ -4,8 +4,11 @@ The consecutive rules are Envoy's fields as they are. The failure-rate rule take
 Envoy's failure_percentage has: `failure_percentage_threshold` (the floor, in percent),
 `failure_percentage_request_volume` (requests a host needs in the window to be judged),
 `failure_percentage_minimum_hosts` (hosts with that many before anyone is judged), and
-`enforcing_failure_percentage` (the rule is on when above 0). Envoy has no field for the
-two things Plait adds, so they travel in the cluster's metadata, under
+`enforcing_failure_percentage`. Every rule's `enforcing_*` is, as in Envoy, the chance in
+percent that a host the rule finds is ejected; it is compiled once into a probability
+(0..1] beside the rule, and a rule enforced at 0% is compiled as off (Envoy would still
+count what it detects; here it detects nothing and costs nothing). Envoy has no field for
+the two things Plait adds, so they travel in the cluster's metadata, under
 `filter_metadata["plait.outlier"]`:
 
     failureRateRatio: 2       # a host must fail at least this many times as often as
@@ -31,6 +34,7 @@ METADATA = "plait.outlier"
 # longer than any ejection decision should take.
 MIN_WINDOW, MAX_WINDOW = 0.1, 3600.0
 MAX_RATIO = 1000.0
+GATEWAY_THRESHOLD = 5  # Envoy's default consecutive_gateway_failure
 
 
 def compile_outlier(c: cluster_pb2.Cluster, path: str) -> OutlierDetection | None:
@@ -43,15 +47,19 @@ def compile_outlier(c: cluster_pb2.Cluster, path: str) -> OutlierDetection | Non
     od = c.outlier_detection
     opath = f"{path}.outlier_detection"
     d = OutlierDetection()
-    consecutive_5xx = od.consecutive_5xx.value if od.HasField("consecutive_5xx") else \
-        d.consecutive_5xx
-    if od.HasField("enforcing_consecutive_5xx") and od.enforcing_consecutive_5xx.value == 0:
-        consecutive_5xx = 0  # Envoy detects such ejections but never carries them out
+    consecutive_5xx, enforcing_5xx = _consecutive(
+        od, opath, "consecutive_5xx", threshold=d.consecutive_5xx, percent=100)
+    # Envoy enforces the gateway rule at 0% unless told. Plait has always taken a
+    # threshold given alone as the rule wanted (Istio sends both), and keeps doing so.
+    gateway, enforcing_gateway = _consecutive(
+        od, opath, "consecutive_gateway_failure", threshold=GATEWAY_THRESHOLD,
+        percent=100 if od.HasField("consecutive_gateway_failure") else 0)
     interval = duration(od.interval) if od.HasField("interval") else d.interval
     return OutlierDetection(
         consecutive_5xx=consecutive_5xx,
-        consecutive_gateway_failure=(od.consecutive_gateway_failure.value
-                                     if od.HasField("consecutive_gateway_failure") else 0),
+        enforcing_consecutive_5xx=enforcing_5xx,
+        consecutive_gateway_failure=gateway,
+        enforcing_consecutive_gateway_failure=enforcing_gateway,
         interval=interval,
         base_ejection_time=(duration(od.base_ejection_time)
                             if od.HasField("base_ejection_time") else d.base_ejection_time),
@@ -61,6 +69,21 @@ def compile_outlier(c: cluster_pb2.Cluster, path: str) -> OutlierDetection | Non
                               if od.HasField("max_ejection_percent")
                               else d.max_ejection_percent),
         failure_rate=_failure_rate(c, opath, meta_path, interval))
+
+
+def _consecutive(od, opath: str, name: str, *, threshold: int,
+                 percent: int) -> tuple[int, float]:
+    """A consecutive rule's (failures in a row, chance of ejection); (0, 1.0) when it is
+    off. `threshold` and `percent`: what an unset field means."""
+    enforcing = f"enforcing_{name}"
+    if getattr(od, enforcing).value > 100:
+        raise ConfigError(f"{opath}.{enforcing}", "a percentage: 0..100")
+    count = getattr(od, name).value if od.HasField(name) else threshold
+    if od.HasField(enforcing):
+        percent = getattr(od, enforcing).value
+    if not count or not percent:
+        return 0, 1.0
+    return count, percent / 100
 
 
 def _failure_rate(c: cluster_pb2.Cluster, opath: str, meta_path: str,
@@ -97,4 +120,5 @@ def _failure_rate(c: cluster_pb2.Cluster, opath: str, meta_path: str,
         floor_percent=(float(od.failure_percentage_threshold.value)
                        if od.HasField("failure_percentage_threshold") else d.floor_percent),
         window=window,
-        min_hosts=value("failure_percentage_minimum_hosts", d.min_hosts))
+        min_hosts=value("failure_percentage_minimum_hosts", d.min_hosts),
+        enforcing=od.enforcing_failure_percentage.value / 100)
