@@ -49,7 +49,7 @@ apiVersion: plait.io/v1alpha1
 kind: FailureRateEjection
 metadata: {name: a}
 spec: {host: a, subset: v1, minRequests: 10, ratio: 1.5, floorPercent: 20, window: 30s,
-       minHosts: 2}
+       minHosts: 2, enforcingPercent: 50}
 """))
 
 scalars = st.one_of(
@@ -64,7 +64,7 @@ keys = st.sampled_from(["key", "limit", "requests", "per", "burst", "scope", "st
                         "webhook", "url", "headers", "window", "host", "subset", "http",
                         "tcp", "expectedStatuses", "start", "end", "interval", "timeout",
                         "unhealthyThreshold", "minRequests", "ratio", "floorPercent",
-                        "minHosts", "x"])  # fmt: skip
+                        "minHosts", "enforcingPercent", "x"])  # fmt: skip
 trees = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=20)
 

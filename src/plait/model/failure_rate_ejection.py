@@ -12,6 +12,9 @@ a whole (a bad release everywhere, a dependency down) has no outlier and keeps i
 endpoints. How long an ejection lasts and how many endpoints may be out at once are the
 DestinationRule's `outlierDetection` (`baseEjectionTime`, `maxEjectionPercent`), else
 Envoy's defaults (30 s, growing with each ejection; 10%, but always one).
+`enforcingPercent` is the chance that an endpoint found is ejected (Envoy's
+`enforcing_failure_percentage`): 100, the default, every time; less, to bring a rule in
+gradually (one spared is judged again a whole window later); 0 turns the rule off.
 
 It travels as Envoy's `failure_percentage_*` fields; `floorPercent` is a whole percent
 because Envoy's `failure_percentage_threshold` is. The defaults judge from ten requests in
@@ -38,6 +41,7 @@ class FailureRateEjectionSpec(IstioModel):
     floor_percent: Annotated[int, Field(ge=0, le=100)] = 20
     window: PositiveDuration = "30s"
     min_hosts: Annotated[int, Field(ge=1, le=1000)] = 2
+    enforcing_percent: Annotated[int, Field(ge=0, le=100)] = 100
 
 
 class FailureRateEjection(IstioModel):

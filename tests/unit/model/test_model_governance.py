@@ -321,7 +321,7 @@ def test_health_check_refusals(doc, path, value, where, reason):
 FRE = {"apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection",
        "metadata": {"name": "pricing", "namespace": "shop"},
        "spec": {"host": "pricing", "subset": "v2", "minRequests": 40, "ratio": 3,
-                "floorPercent": 35, "window": "1m", "minHosts": 3}}
+                "floorPercent": 35, "window": "1m", "minHosts": 3, "enforcingPercent": 40}}
 FRE_DEFAULTS = {"apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection",
                 "metadata": {"name": "stock"}, "spec": {"host": "stock"}}
 
@@ -329,11 +329,12 @@ FRE_DEFAULTS = {"apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection"
 def test_failure_rate_ejection_fields_defaults_and_round_trip():
     s = parse_resource(FRE).spec
     assert (s.host, s.subset, s.min_requests, s.ratio, s.floor_percent, s.window,
-            s.min_hosts) == ("pricing", "v2", 40, 3.0, 35, "1m", 3)
+            s.min_hosts, s.enforcing_percent) == ("pricing", "v2", 40, 3.0, 35, "1m", 3, 40)
     d = parse_resource(FRE_DEFAULTS)
     assert isinstance(d, FailureRateEjection)
     assert (d.spec.subset, d.spec.min_requests, d.spec.ratio, d.spec.floor_percent,
-            d.spec.window, d.spec.min_hosts) == (None, 10, 2.0, 20, "30s", 2)
+            d.spec.window, d.spec.min_hosts, d.spec.enforcing_percent) == (
+        None, 10, 2.0, 20, "30s", 2, 100)
     assert to_dict(d)["spec"] == {"host": "stock"}
     for doc in (FRE, FRE_DEFAULTS):
         assert parse_resource(to_dict(parse_resource(doc))) == parse_resource(doc)
@@ -357,6 +358,9 @@ def test_failure_rate_ejection_fields_defaults_and_round_trip():
     ("spec.window", "500ms", "spec.window", "must be between 1s and 1h"),
     ("spec.window", "61m", "spec.window", "must be between 1s and 1h"),
     ("spec.minHosts", 0, "spec.minHosts", "greater than or equal to 1"),
+    ("spec.enforcingPercent", -1, "spec.enforcingPercent", "greater than or equal to 0"),
+    ("spec.enforcingPercent", 101, "spec.enforcingPercent", "less than or equal to 100"),
+    ("spec.enforcingPercent", 50.5, "spec.enforcingPercent", "valid integer"),
     ("spec.baseEjectionTime", "30s", "spec.baseEjectionTime", "unknown field"),
     ("spec", None, "spec", "required field is missing"),
 ])

@@ -7,9 +7,10 @@ subset's. A cluster takes one rule, the most specific: a subset's own before the
 host-wide one, and among equals the first by namespace and name. Proxyless gRPC clients
 get none: gRPC's failure_percentage has neither the ratio nor the window.
 
-Envoy's `failure_percentage_*` fields carry what they can (`enforcing_failure_percentage`
-100: the rule is on); the ratio and the window, which Envoy has no field for, go in the
-cluster's `metadata.filter_metadata["plait.outlier"]`, where the sidecar's compiler
+Envoy's `failure_percentage_*` fields carry what they can (`enforcingPercent` is
+`enforcing_failure_percentage`, the chance that an endpoint found is ejected); the
+ratio and the window, which Envoy has no field for, go in the cluster's
+`metadata.filter_metadata["plait.outlier"]`, where the sidecar's compiler
 (`plait.dataplane.upstream.outlier_config`) reads them. The rule joins the cluster's
 outlier detection from the DestinationRule, which keeps deciding the ejection time, the
 share of endpoints that may be out and the consecutive rules. Without one, the cluster
@@ -56,7 +57,7 @@ def add_failure_rate(index: MeshIndex, cluster: cluster_pb2.Cluster, *, host: st
     od.failure_percentage_threshold.value = s.floor_percent
     od.failure_percentage_request_volume.value = s.min_requests
     od.failure_percentage_minimum_hosts.value = s.min_hosts
-    od.enforcing_failure_percentage.value = 100
+    od.enforcing_failure_percentage.value = s.enforcing_percent
     cluster.metadata.filter_metadata[METADATA].update({
         "failureRateRatio": s.ratio,
         "failureRateWindow": duration(parse_duration(s.window)).ToJsonString(),

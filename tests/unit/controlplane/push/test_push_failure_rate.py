@@ -90,16 +90,27 @@ def test_every_field_in_envoys_shape_and_the_metadata():
   ratio: 3.5
   floorPercent: 35
   window: 1m30s
-  minHosts: 4"""))
+  minHosts: 4
+  enforcingPercent: 60"""))
     assert rules(view)["outbound|8080||pricing"] == FailureRate(
-        min_requests=40, ratio=3.5, floor_percent=35.0, window=90.0, min_hosts=4)
+        min_requests=40, ratio=3.5, floor_percent=35.0, window=90.0, min_hosts=4,
+        enforcing=0.6)
     sent = translate(view, WEB)[CLUSTER]["outbound|8080||pricing"]
     od = sent.outlier_detection
     assert (od.failure_percentage_threshold.value, od.failure_percentage_request_volume.value,
             od.failure_percentage_minimum_hosts.value,
-            od.enforcing_failure_percentage.value) == (35, 40, 4, 100)
+            od.enforcing_failure_percentage.value) == (35, 40, 4, 60)
     assert json_format.MessageToDict(sent.metadata.filter_metadata["plait.outlier"]) == {
         "failureRateRatio": 3.5, "failureRateWindow": "90s"}
+
+
+def test_enforcing_100_by_default_and_0_turns_the_rule_off_in_the_sidecar():
+    sent = translate(mesh(ejection("pricing")), WEB)[CLUSTER]["outbound|8080||pricing"]
+    assert sent.outlier_detection.enforcing_failure_percentage.value == 100
+    view = mesh(ejection("pricing", body="enforcingPercent: 0"))
+    od = translate(view, WEB)[CLUSTER]["outbound|8080||pricing"].outlier_detection
+    assert od.enforcing_failure_percentage.value == 0
+    assert set(rules(view).values()) == {None}
 
 
 def test_without_a_destination_rule_outlier_section_the_rule_is_the_only_one_in_force():
