@@ -11,7 +11,10 @@ expresses it in a ClusterLoadAssignment:
   unhealthy (Envoy's overprovisioning factor 1.4), so a zone's callers stay in their zone
   and move out only when it fails. As in Istio this needs `outlierDetection` on the
   cluster, or a failing local endpoint would never be taken out and traffic would never
-  move; without it every endpoint stays at priority 0.
+  move; without it every endpoint stays at priority 0. A FailureRateEjection alone does
+  not count: it compares an endpoint with the others the caller calls, which under
+  failover are only its own zone's, so a zone failing as a whole (or a zone of one
+  endpoint) would never have an outlier and would keep its callers.
 * **failoverPriority** (a list of label names): priorities instead by how many of those
   labels, in order, an endpoint's instance shares with the caller (all: 0).
 * **distribute**: for callers in the `from` locality, traffic is split between

@@ -79,6 +79,17 @@ def test_no_priorities_without_outlier_detection_a_locality_or_when_disabled():
     assert priorities(disabled, region="east", zone="a") == flat
 
 
+def test_a_failure_rate_ejection_alone_does_not_turn_failover_on():
+    # Its rule compares an endpoint with the others the caller calls; under failover
+    # those are only the caller's zone, so a zone failing as a whole would never be
+    # ejected and would keep its callers (push.locality).
+    view = pay_mesh({"loadBalancer": {"simple": "ROUND_ROBIN"}})
+    view.apply_yaml(yaml.safe_dump({
+        "apiVersion": "plait.io/v1alpha1", "kind": "FailureRateEjection",
+        "metadata": {"name": "pay"}, "spec": {"host": "pay"}}))
+    assert set(priorities(view, region="east", zone="a").values()) == {0}
+
+
 def test_distribute_splits_by_percent_and_leaves_out_unlisted_localities():
     # (without outlier detection: distribute needs none)
     view = pay_mesh({"loadBalancer": {"localityLbSetting": {"distribute": [
