@@ -277,12 +277,15 @@ def load_average() -> float:
 
 
 def cpu_busy_ticks(cpu: int) -> tuple[int, int]:
-    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+    """(busy, total) clock ticks of one CPU since boot, from /proc/stat. Busy is time
+    given to processes (user, nice, system) or taken by the hypervisor (steal); interrupt
+    and softirq time is left out of busy, since on the proxy's CPU it is mostly the
+    proxy's own network traffic (loopback delivery runs in the sender's softirq)."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{cpu} "):
             user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
-            busy = user + nice + system + irq + softirq + steal
-            return busy, busy + idle + iowait
+            busy = user + nice + system + steal
+            return busy, busy + idle + iowait + irq + softirq
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 
@@ -300,7 +303,8 @@ def group_cpu_ticks(proc: Proc) -> int:
 
 
 class Interference:
-    """How busy one CPU was with work other than `own` between `start()` and `share()`.
+    """How busy one CPU was with work other than `own` between `start()` and `share()`:
+    other processes, and time the hypervisor gave to other machines (steal).
 
     Affinity keeps the benchmark's processes apart but cannot keep a neighbour's process off
     the proxy's CPU; this says how much it intruded (0.0 to 1.0 of the CPU's time)."""

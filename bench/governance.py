@@ -324,7 +324,8 @@ def report(rows: dict[str, Row], runs: dict[str, list[Row]], costs: dict[str, fl
     console.print(table)
     console.print("  CPU/req: the sidecar's CPU time (user + system) over the requests it served "
                   "in that load; other load: the largest share of the proxy CPU that processes "
-                  "outside the benchmark used while a configuration was measured")
+                  "outside the benchmark or the hypervisor (steal) took while a configuration "
+                  "was measured")
     for name, rs in runs.items():
         console.print(f"  {name} by round: req/s "
                       + ", ".join(f"{r.saturation.rps:,.0f}" for r in rs)

@@ -115,7 +115,7 @@ def report(rows: dict[str, Row], rounds: dict[str, list[Row]], args, console: Co
     console.print(table)
     console.print("  CPU/req: the proxy's own CPU time (user + system) per request at saturation.\n"
                   "  other load: the largest share of the proxy CPU that processes outside the "
-                  "benchmark took while a scenario was measured.")
+                  "benchmark or the hypervisor (steal) took while a scenario was measured.")
     for name, row in rows.items():
         runs = row.paced.extra.get("runs", [row.paced.extra])
         lag = max(run["paced"]["lag_p99"] for run in runs)
