@@ -110,6 +110,12 @@ END_OF_MESSAGE = EndOfMessage(None)  # shared: the usual end, with no trailers
 # with tuple.__new__ directly.
 _new_data = partial(tuple.__new__, Data)
 
+# The heads are built as `_new(cls)` then `obj.__init__(...)`: in CPython 3.11 calling a
+# class goes through type_call and slot_tp_init in C and starts a fresh interpreter frame
+# for __init__, while a method call from Python code is inlined; the same construction
+# costs about half (0.59 -> 0.28 µs for ten fields, timed in isolation).
+_new = object.__new__
+
 
 class Upgraded(NamedTuple):
     """The connection left HTTP (101 or CONNECT): what follows are tunnel bytes."""
@@ -302,9 +308,11 @@ class Http1ServerCodec(_Codec):
         upgrade = self._upgrade
         if upgrade is not None and b"upgrade" not in self._conn_tokens:
             upgrade = None
-        self._events.append(Request(
-            method, self._url, http10, self._headers, self._host, parser.should_keep_alive(),
-            self._chunked, self._length, upgrade, self._expect))
+        req = _new(Request)  # Request(...) without the class call's dispatch: see _new
+        req.__init__(method, self._url, http10, self._headers, self._host,
+                     parser.should_keep_alive(), self._chunked, self._length, upgrade,
+                     self._expect)
+        self._events.append(req)
         if self._chunked:
             self._headers = self._trailers = []
 
@@ -355,8 +363,9 @@ class Http1ClientCodec(_Codec):
         status = parser.get_status_code()
         keep_alive = parser.should_keep_alive()
         upgrade = status == 101 and self._upgrade is not None
-        self._events.append(Response(
-            status, self._headers, keep_alive, self._chunked, self._length, upgrade))
+        resp = _new(Response)  # Response(...), as in the server codec
+        resp.__init__(status, self._headers, keep_alive, self._chunked, self._length, upgrade)
+        self._events.append(resp)
         if self._chunked:
             self._headers = self._trailers = []
         if self._head_request and status >= 200:
