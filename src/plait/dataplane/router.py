@@ -60,6 +60,7 @@ class _CompiledRoute:
         return True
 
     def pick_cluster(self) -> str:
+        """The cluster of this request: a weighted pick when the route splits traffic."""
         if not self.total:
             return self.route.cluster
         return self.clusters[bisect_right(self.cum, random.random() * self.total)]

@@ -156,7 +156,9 @@ class Exchange:
             return self.direct_reply(route.direct_status, route.direct_body)
         if route.redirect is not None:
             return self.redirect_reply(route.redirect)
-        cluster = self.cluster = mgr.clusters.get(self.compiled.pick_cluster())
+        compiled = self.compiled  # a weighted pick only when the route splits traffic
+        name = compiled.pick_cluster() if compiled.total else route.cluster
+        cluster = self.cluster = mgr.clusters.clusters.get(name)  # ClusterManager.get
         if cluster is None:
             return self.local_reply(Reason.NO_CLUSTER)
         cluster.stats.rq_active += 1
