@@ -73,7 +73,8 @@ class DownstreamConnection(asyncio.Protocol):
             return self.protocol_error(exc)
         for ev in events:
             self.on_event(ev)
-        self.flush()
+        if self.out:  # mostly empty here: the answer comes from upstream later
+            self.flush()
 
     def eof_received(self):
         return False
