@@ -15,11 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from plait.dataplane.config import Endpoint, FailureRate, OutlierDetection
-from plait.dataplane.stats import ClusterStats
+from plait.dataplane.config import FailureRate, OutlierDetection
 from plait.dataplane.upstream import outlier
-from plait.dataplane.upstream.connection import Host
 from plait.dataplane.upstream.outlier import BUCKETS, OutlierDetector
+from plait.testing.outlier import FakeCluster
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +26,6 @@ def loop(monkeypatch):
     """An ejection schedules the host's return; no test here waits for it."""
     fake = SimpleNamespace(time=lambda: 0.0, call_later=lambda *a: None)
     monkeypatch.setattr(outlier, "asyncio", SimpleNamespace(get_running_loop=lambda: fake))
-
-
-class FakeCluster:
-    def __init__(self, n: int) -> None:
-        self.name = "c"
-        self.hosts = [Host(Endpoint("127.0.0.1", 9000 + i)) for i in range(n)]
-        self.stats = ClusterStats(self.name)
-
-    def rebuild_lb(self) -> None:
-        pass
 
 
 def never() -> float:

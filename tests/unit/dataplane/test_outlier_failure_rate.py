@@ -18,11 +18,12 @@ import pytest
 from plait.dataplane.config import (
     ClusterConfig, Endpoint, FailureRate, OutlierDetection,
 )
-from plait.dataplane.stats import ClusterStats, Stats
+from plait.dataplane.stats import Stats
 from plait.dataplane.upstream import outlier
 from plait.dataplane.upstream.cluster import ClusterManager
 from plait.dataplane.upstream.connection import Host
 from plait.dataplane.upstream.outlier import BUCKETS, OutlierDetector, Window
+from plait.testing.outlier import FakeCluster
 
 
 class FakeLoop:
@@ -65,16 +66,6 @@ def loop(monkeypatch):
     fake = FakeLoop()
     monkeypatch.setattr(outlier, "asyncio", SimpleNamespace(get_running_loop=lambda: fake))
     return fake
-
-
-class FakeCluster:
-    def __init__(self, n: int) -> None:
-        self.name = "c"
-        self.hosts = [Host(Endpoint("127.0.0.1", 9000 + i)) for i in range(n)]
-        self.stats = ClusterStats(self.name)
-
-    def rebuild_lb(self) -> None:
-        pass
 
 
 def detector(n: int = 3, *, max_ejection_percent: float = 100, base_ejection_time=30.0,
