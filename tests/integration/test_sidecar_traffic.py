@@ -114,6 +114,8 @@ def config(ports: dict[str, int], dead_port: int) -> dict:
             sc.route("ring", action={"hash_policy": [sc.hash_header("x-user")]})]),
         sc.virtual_host("ring-cookie", ["ring-cookie"], [
             sc.route("ring", action={"hash_policy": [sc.hash_cookie("session")]})]),
+        sc.virtual_host("ring-query", ["ring-query"], [
+            sc.route("ring", action={"hash_policy": [{"query_parameter": {"name": "user"}}]})]),
     ]
     clusters = [
         *(sc.cluster(n, [ports[n]]) for n in ("a", "b", "c", "shadow", "slowshadow")),
@@ -496,6 +498,17 @@ def test_ring_hash_on_a_cookie_is_sticky(proxy, client):
     for _ in range(3):
         for k in keys:
             reply = call(client, proxy, "ring-cookie", headers={"cookie": f"a=1; session={k}"})
+            picks.setdefault(k, set()).add(upstream_name(reply))
+    assert all(len(names) == 1 for names in picks.values()), picks
+    assert len({next(iter(names)) for names in picks.values()}) == 3  # keys do spread
+
+
+def test_ring_hash_on_a_query_parameter_is_sticky(proxy, client):
+    keys = [f"u{i}" for i in range(60)]
+    picks = {}
+    for k in keys:  # the first `user` decides; other parameters and a second `user` do not
+        for query in (f"user={k}", f"a=1&user={k}", f"user={k}&user=other&b"):
+            reply = call(client, proxy, "ring-query", f"/echo?{query}")
             picks.setdefault(k, set()).add(upstream_name(reply))
     assert all(len(names) == 1 for names in picks.values()), picks
     assert len({next(iter(names)) for names in picks.values()}) == 3  # keys do spread

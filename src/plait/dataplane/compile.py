@@ -263,6 +263,11 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
             policies.append(HashPolicy("header", hp.header.header_name.lower().encode()))
         elif which == "cookie":
             policies.append(HashPolicy("cookie", hp.cookie.name.encode()))
+        elif which == "query_parameter":
+            if not hp.query_parameter.name:
+                raise ConfigError(f"{path}.route.hash_policy[{k}].query_parameter.name",
+                                  "must not be empty")
+            policies.append(HashPolicy("query_parameter", hp.query_parameter.name.encode()))
         elif which == "connection_properties" and hp.connection_properties.source_ip:
             policies.append(HashPolicy("source_ip"))
         else:

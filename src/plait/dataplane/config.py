@@ -123,9 +123,10 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class HashPolicy:
-    """Where a ring-hash key comes from: a header, a cookie, or the caller's address."""
+    """Where a ring-hash key comes from: a header, a cookie, a query parameter (the first
+    of that name, compared case-sensitively, its value as sent), or the caller's address."""
 
-    kind: str  # "header" | "cookie" | "source_ip"
+    kind: str  # "header" | "cookie" | "query_parameter" | "source_ip"
     name: bytes = b""
 
 

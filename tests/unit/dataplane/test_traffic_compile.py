@@ -47,6 +47,7 @@ def good() -> dict:
                                   "substitution": "/v\\1/\\2"},
                 "host_rewrite_literal": "b.internal",
                 "hash_policy": [sc.hash_header("X-User"), sc.hash_cookie("session"),
+                                {"query_parameter": {"name": "User"}},
                                 {"connection_properties": {"source_ip": True}}],
                 "request_mirror_policies": [sc.mirror("shadow", percent=12.5),
                                             sc.mirror("a")]},
@@ -125,6 +126,7 @@ def test_route_actions_compile():
     assert pattern.sub(substitution, b"/r/v2/users") == b"/v2/users"
     assert r.host_rewrite == "b.internal" and r.timeout == 3.0
     assert r.hash_policies == (HashPolicy("header", b"x-user"), HashPolicy("cookie", b"session"),
+                               HashPolicy("query_parameter", b"User"),  # case kept
                                HashPolicy("source_ip"))
     assert r.mirrors == (Mirror("shadow", 0.125), Mirror("a", 1.0))
     assert r.per_filter == {FAULT: FaultConfig(abort_status=418, abort_fraction=0.5)}
@@ -242,6 +244,9 @@ BAD = {
         f"{R1}.route.regex_rewrite.substitution"),
     "hash policy by filter state": (
         action(hash_policy=[{"filter_state": {"key": "k"}}]), f"{R1}.route.hash_policy[0]"),
+    "hash policy by a query parameter without name": (
+        action(hash_policy=[{"query_parameter": {"name": ""}}]),
+        f"{R1}.route.hash_policy[0].query_parameter.name"),
     "hash policy by connection without source_ip": (
         action(hash_policy=[sc.hash_header("x"), {"connection_properties": {}}]),
         f"{R1}.route.hash_policy[1]"),

@@ -65,7 +65,7 @@ def virtual_host(index: MeshIndex, host: str, *, domains: list[str], proxyless: 
         route.match.prefix = "/"
         route.route.cluster = outbound_cluster(*ref)
         _set_retries(route.route, None)
-        _add_hash_policy(route.route, index, [ref], proxyless=proxyless)
+        _add_hash_policy(route.route, index, [ref])
         _guard(route, breakers)
         refs.add(ref)
         return vhost, refs
@@ -174,7 +174,7 @@ def _fill_action(route: rc.Route, index: MeshIndex, http, *, proxyless: bool,
         share = http.mirror_percentage.value if http.mirror_percentage is not None else 100.0
         mirror.runtime_fraction.default_value.numerator = round(share * 10_000)
         mirror.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
-    _add_hash_policy(action, index, sorted(used), proxyless=proxyless)
+    _add_hash_policy(action, index, sorted(used))
     return used
 
 
@@ -212,16 +212,11 @@ def _set_retries(action: rc.RouteAction, retries) -> None:
         policy.per_try_timeout.CopyFrom(duration(per_try))
 
 
-def _add_hash_policy(action: rc.RouteAction, index: MeshIndex, refs, *,
-                     proxyless: bool) -> None:
+def _add_hash_policy(action: rc.RouteAction, index: MeshIndex, refs) -> None:
     for host, port, subset in refs:
         settings = consistent_hash(index, host, subset, port)
         if settings is None:
             continue
-        if settings.http_query_parameter_name and not proxyless:
-            # The sidecar refuses a query-parameter key (and with it the whole table);
-            # without a key its ring hash picks at random.
-            return
         policy = action.hash_policy.add()
         if settings.http_header_name:
             policy.header.header_name = settings.http_header_name

@@ -323,6 +323,13 @@ class Exchange:
                 for n, v in self.request.headers:
                     if n == policy.name:
                         return v
+            elif policy.kind == "query_parameter":
+                _, sep, query = self.request.target.partition(b"?")
+                if sep:
+                    for pair in query.split(b"&"):
+                        name, _, value = pair.partition(b"=")
+                        if name == policy.name:
+                            return value
             else:  # cookie
                 for n, v in self.request.headers:
                     if n == b"cookie":

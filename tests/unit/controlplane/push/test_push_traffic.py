@@ -12,6 +12,7 @@ from envoy.config.core.v3 import base_pb2
 
 from plait.controlplane.push.proxy import ProxyInfo
 from plait.controlplane.push.translate import translate
+from plait.dataplane.config import HashPolicy
 from plait.testing.meshview import FakeMeshView, compiled_snapshot
 from plait.xds.resources import CLUSTER, ROUTE
 
@@ -227,10 +228,14 @@ def test_consistent_hash_keys_reach_every_route_to_the_host():
         assert out[CLUSTER]["outbound|8080|v1|pricing"].lb_policy == Cluster.RING_HASH
 
 
-def test_a_query_parameter_key_is_for_proxyless_clients_only():
+def test_a_query_parameter_key_reaches_sidecars_and_proxyless_clients():
     view = pricing_mesh(hashing("{httpQueryParameterName: user}"))
-    (route,) = pricing_routes(sidecar(view))  # the sidecar would refuse the whole table
-    assert not route.route.hash_policy
+    out = sidecar(view)
+    (route,) = pricing_routes(out)
+    (policy,) = route.route.hash_policy
+    assert policy.query_parameter.name == "user"
+    (compiled,) = compiled_snapshot(out).listeners[0].route_table.exact["pricing"].routes
+    assert compiled.hash_policies == (HashPolicy("query_parameter", b"user"),)
     out = translate(view, ProxyInfo(node_id="g"), listener_names=frozenset({"pricing"}))
     (policy,) = out[ROUTE]["pricing"].virtual_hosts[0].routes[0].route.hash_policy
     assert policy.query_parameter.name == "user"
