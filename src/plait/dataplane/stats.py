@@ -56,7 +56,7 @@ class ClusterStats:
                  "cx_connect_timeout", "rq_retry", "rq_retry_success", "rq_timeout",
                  "rq_reset", "rq_active", "rq_retry_budget_exhausted", "rq_mirror",
                  "rq_mirror_failed", "outlier_ejections", "outlier_by_reason",
-                 "outlier_detected_by_reason", "outlier_returns",
+                 "outlier_detected_by_reason", "outlier_overflow", "outlier_returns",
                  "lb_panic",
                  "cx_overflow", "rq_pending_overflow", "rq_pending_active", "rq_retry_overflow",
                  "hc_attempt", "hc_success", "hc_failure", "hc_ejections", "hc_returns")
@@ -82,6 +82,9 @@ class ClusterStats:
         # rule -> outliers found with room to eject them: ejected, or spared by the
         # rule's enforcing chance (Envoy's ejections_detected_* beside _enforced_*)
         self.outlier_detected_by_reason: dict[str, int] = {}
+        # outliers left in because max_ejection_percent had no room (Envoy's
+        # ejections_overflow); one found again while there is none counts again
+        self.outlier_overflow = 0
         self.outlier_returns = 0
         self.lb_panic = 0
         self.cx_overflow = 0  # a connection was wanted at max_connections
@@ -164,6 +167,7 @@ class Stats:
                          ("upstream_rq_mirror_total", lab, cs.rq_mirror),
                          ("upstream_rq_mirror_failed_total", lab, cs.rq_mirror_failed),
                          ("outlier_ejections_total", lab, cs.outlier_ejections),
+                         ("outlier_ejections_overflow_total", lab, cs.outlier_overflow),
                          ("outlier_returns_total", lab, cs.outlier_returns),
                          ("lb_healthy_panic_total", lab, cs.lb_panic),
                          ("upstream_cx_overflow_total", lab, cs.cx_overflow),

@@ -157,7 +157,7 @@ def test_a_spared_host_is_judged_again_only_on_a_window_of_new_buckets():
 
 # -- no room: nothing decided, nothing drawn -------------------------------------------------
 
-def test_a_host_found_while_max_ejection_percent_leaves_no_room_is_neither_drawn_nor_counted():
+def test_a_host_found_while_max_ejection_percent_leaves_no_room_counts_only_as_overflow():
     det, cluster = detector(4, consecutive_5xx=1, enforcing_consecutive_5xx=0.5,
                             max_ejection_percent=25, random=scripted(0.1))
     det.observe(cluster.hosts[0], 500)  # drawn 0.1: ejected; 25% are out
@@ -165,3 +165,4 @@ def test_a_host_found_while_max_ejection_percent_leaves_no_room_is_neither_drawn
     det.observe(cluster.hosts[1], 500)
     assert [h.ejected for h in cluster.hosts] == [True, False, False, False]
     assert counts(cluster) == ({"consecutive_5xx": 1}, {"consecutive_5xx": 1})
+    assert cluster.stats.outlier_overflow == 2  # found twice without room

@@ -211,11 +211,12 @@ class OutlierDetector:
 
     def _detect(self, host, reason: str, enforcing: float) -> None:
         """`host` was found by the rule `reason`, enforced with chance `enforcing`: unless
-        max_ejection_percent leaves no room (then nothing is decided: the host is found
-        again), count it, and eject it or spare it by the draw."""
+        max_ejection_percent leaves no room (then nothing is decided but the overflow
+        counted: the host is found again), count it, and eject it or spare it by the draw."""
         hosts = self.cluster.hosts
         ejected = sum(1 for h in hosts if h.ejected)
         if ejected and (ejected + 1) * 100.0 / len(hosts) > self.config.max_ejection_percent:
+            self.cluster.stats.outlier_overflow += 1
             return
         detected = self.cluster.stats.outlier_detected_by_reason
         detected[reason] = detected.get(reason, 0) + 1
