@@ -220,16 +220,17 @@ class App:
     def endpoint_priorities(self, service: str) -> dict[str, int]:
         """This sidecar's priority for each endpoint of `service` (admin /clusters):
         "host:port" → 0 for the first choice, higher for failover."""
-        _, body = self.admin.admin_request("/clusters?format=json")
-        return {e["address"]: e["priority"] for c in json.loads(body)["clusters"]
-                if c["name"].startswith("outbound|") and c["name"].endswith(f"|{service}")
-                for e in c["endpoints"]}
+        return self._endpoint_field(service, "priority")
 
     def endpoint_health(self, service: str) -> dict[str, str]:
         """This sidecar's view of each endpoint of `service` (admin /clusters): "host:port"
         → "healthy", "failed_active_hc" or "ejected"."""
+        return self._endpoint_field(service, "health")
+
+    def _endpoint_field(self, service: str, field: str) -> dict:
+        """"host:port" → `field` of each endpoint of `service` in admin /clusters."""
         _, body = self.admin.admin_request("/clusters?format=json")
-        return {e["address"]: e["health"] for c in json.loads(body)["clusters"]
+        return {e["address"]: e[field] for c in json.loads(body)["clusters"]
                 if c["name"].startswith("outbound|") and c["name"].endswith(f"|{service}")
                 for e in c["endpoints"]}
 
