@@ -9,8 +9,15 @@ write to a peer that sleeps in `epoll_wait` wakes it, and waking a task on anoth
 dear (in a VM, an interprocessor interrupt and an exit to the hypervisor). Written in a
 burst, the writes find the peer already awake. On a two-vCPU VM this raised a worker's
 throughput 1.7 to 2 times and cut its CPU per request by about a third
-(docs/performance.md). At low load a turn holds a single request, and nothing waits
-longer than the loop's next pass over its ready callbacks.
+(docs/performance.md).
+
+At low load there is nothing to gather: a turn holds one request, and waiting for the
+turn's end only delays the write behind the work that follows it (the response's
+accounting, the connection's return to its pool). So the flusher adapts, as Netty's
+consolidation does when no read is in progress: after `SPARSE_TURNS` turns in a row with
+a single connection writing, it writes at once (`direct`). Every `DIRECT_WRITES` writes
+it gathers again for one turn to look at the load, and a turn with two or more writers
+brings the gathering back.
 
 A connection writes its own `out` at once before it closes (`write_out`), so nothing
 queued is lost or reordered; one aborted meanwhile writes nothing.
@@ -32,19 +39,33 @@ def write_out(conn) -> None:
         out.clear()
 
 
+SPARSE_TURNS = 4  # turns in a row with one writer before writing at once
+DIRECT_WRITES = 64  # writes made at once before one turn gathers again to look
+
+
 class Flusher:
-    __slots__ = ("pending", "_call_soon")
+    __slots__ = ("pending", "direct", "_call_soon", "_sparse", "_budget")
 
     def __init__(self) -> None:
         self.pending: list = []
+        self.direct = False  # write at once: the load is too sparse to gather
         # The running loop's call_soon, looked up once: asyncio.get_running_loop() makes a
         # getpid() system call each time (CPython checks the loop is this process's).
         self._call_soon = None
+        self._sparse = 0  # turns in a row with a single writer
+        self._budget = 0  # writes at once left before the next look
 
     def queue(self, conn) -> None:
         """Have `conn` write its `out` after the current turn (once, however often it is
-        queued before then)."""
+        queued before then), or now while the load is sparse."""
         if conn.queued:
+            return
+        if self.direct:
+            write_out(conn)
+            self._budget -= 1
+            if not self._budget:  # gather the next turn, to look at the load again
+                self.direct = False
+                self._sparse = SPARSE_TURNS - 1
             return
         conn.queued = True
         if not self.pending:
@@ -55,11 +76,19 @@ class Flusher:
         self.pending.append(conn)
 
     def send(self, conn, data: bytes) -> None:
-        """Write `data` to `conn` after the current turn."""
+        """Write `data` to `conn` after the current turn (or now: `queue`)."""
         conn.out.append(data)
         self.queue(conn)
 
     def run(self) -> None:
         pending, self.pending = self.pending, []
+        if len(pending) == 1:
+            self._sparse += 1
+            if self._sparse >= SPARSE_TURNS:
+                self.direct = True
+                self._budget = DIRECT_WRITES
+                self._sparse = 0
+        else:
+            self._sparse = 0
         for conn in pending:
             write_out(conn)

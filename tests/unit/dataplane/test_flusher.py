@@ -1,12 +1,13 @@
 """The flusher: writes queued during one event-loop turn go out after it, once per
-connection, in the order they were sent; a closed connection's queue is dropped."""
+connection, in the order they were sent; a closed connection's queue is dropped. While the
+load is sparse (turns with a single writer), it writes at once and looks again now and then."""
 
 from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
 
-from plait.dataplane.flusher import Flusher
+from plait.dataplane.flusher import DIRECT_WRITES, SPARSE_TURNS, Flusher
 from plait.dataplane.upstream.connection import UpstreamConnection
 
 
@@ -60,5 +61,56 @@ def test_a_connection_closed_before_the_end_of_the_turn_writes_nothing():
         conn.close()
         await _turn()
         assert conn.transport.writes == [] and conn.transport.aborted
+
+    asyncio.run(main())
+
+
+def _sparse_turns(flusher: Flusher, conn: UpstreamConnection):
+    """Turns with `conn` the only writer, until the flusher writes at once."""
+    async def main():
+        for _ in range(SPARSE_TURNS):
+            assert not flusher.direct
+            flusher.send(conn, b".")
+            await _turn()
+    return main()
+
+
+def test_after_turns_with_a_single_writer_writes_go_out_at_once():
+    async def main():
+        flusher = Flusher()
+        conn = connection()
+        await _sparse_turns(flusher, conn)
+        assert flusher.direct and conn.transport.writes == [b"."] * SPARSE_TURNS
+        flusher.send(conn, b"now")
+        assert conn.transport.writes[-1] == b"now" and flusher.pending == []
+        conn.close()
+        flusher.send(conn, b"late")  # closed: dropped, as when gathered
+        assert conn.transport.writes[-1] == b"now" and conn.out == []
+
+    asyncio.run(main())
+
+
+def test_writing_at_once_stops_to_look_and_a_busy_turn_brings_the_gathering_back():
+    async def main():
+        flusher = Flusher()
+        a, b = connection(), connection()
+        await _sparse_turns(flusher, a)
+        for _ in range(DIRECT_WRITES):
+            flusher.send(a, b"1")
+        assert not flusher.direct  # the budget is spent: the next turn gathers to look
+        flusher.send(a, b"2")
+        assert a.transport.writes[-1] == b"1"
+        await _turn()  # a single writer: at once again, at once
+        assert flusher.direct and a.transport.writes[-1] == b"2"
+        for _ in range(DIRECT_WRITES):
+            flusher.send(a, b"3")
+        flusher.send(a, b"4")
+        flusher.send(b, b"x")  # two writers in the looked-at turn: gathering stays
+        await _turn()
+        assert not flusher.direct and (a.transport.writes[-1], b.transport.writes) == (b"4", [b"x"])
+        flusher.send(a, b"5")
+        assert a.transport.writes[-1] == b"4"  # gathered until the turn ends
+        await _turn()
+        assert not flusher.direct and a.transport.writes[-1] == b"5"  # one sparse turn of four
 
     asyncio.run(main())
