@@ -65,14 +65,12 @@ def test_a_connection_closed_before_the_end_of_the_turn_writes_nothing():
     asyncio.run(main())
 
 
-def _sparse_turns(flusher: Flusher, conn: UpstreamConnection):
+async def _sparse_turns(flusher: Flusher, conn: UpstreamConnection) -> None:
     """Turns with `conn` the only writer, until the flusher writes at once."""
-    async def main():
-        for _ in range(SPARSE_TURNS):
-            assert not flusher.direct
-            flusher.send(conn, b".")
-            await _turn()
-    return main()
+    for _ in range(SPARSE_TURNS):
+        assert not flusher.direct
+        flusher.send(conn, b".")
+        await _turn()
 
 
 def test_after_turns_with_a_single_writer_writes_go_out_at_once():
