@@ -11,7 +11,7 @@ APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-re
 # Debian packages the tests drive as real peers.
 TEST_DEBS  := curl openssl
 # Debian packages the benchmarks run side by side.
-BENCH_DEBS := nginx-light haproxy wrk util-linux procps
+BENCH_DEBS := nginx-light haproxy wrk util-linux procps valgrind
 
 .PHONY: demo test bench bench-push install py-debs test-debs bench-debs clean
 
@@ -54,6 +54,7 @@ bench: $(STAMP) bench-debs
 	$(BIN)/python bench/routes.py
 	$(BIN)/python bench/governance.py
 	$(BIN)/python bench/mtls.py
+	$(BIN)/python bench/instructions.py
 
 # xDS push latency to 1,000 simulated proxies (about a minute; no Debian packages needed).
 bench-push: $(STAMP)
