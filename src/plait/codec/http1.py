@@ -142,6 +142,9 @@ class _Codec:
         self._length = -1
         self._url = b""
         self._size = 0
+        # Connection's values as sent, comma-joined: most messages have the header
+        # (keep-alive), so reset with each message rather than among the rare fields
+        self._conn_tokens = b""
         self._rare = True  # a field below may be set: reset them at the next message
         self._reset_rare()
 
@@ -150,7 +153,6 @@ class _Codec:
         self._rare = False
         self._trailers: list | None = None
         self._chunked = False
-        self._conn_tokens = b""
         self._upgrade: bytes | None = None
         self._expect = False
 
@@ -164,6 +166,7 @@ class _Codec:
         self._length = -1
         self._url = b""
         self._size = 0
+        self._conn_tokens = b""
         if self._rare:
             self._reset_rare()
 
@@ -195,9 +198,8 @@ class _Codec:
                 raise ProtocolError("duplicate Host")
             self._host = value
             self._headers.append((name, value))
-        elif kind == _CONNECTION:
-            self._conn_tokens += b"," + value.lower()
-            self._rare = True
+        elif kind == _CONNECTION:  # lower-cased only where read (an Upgrade's check)
+            self._conn_tokens += b"," + value
         else:
             self._special(kind, value)
 
@@ -306,7 +308,7 @@ class Http1ServerCodec(_Codec):
         if method == b"CONNECT":
             raise ProtocolError("CONNECT is not supported")
         upgrade = self._upgrade
-        if upgrade is not None and b"upgrade" not in self._conn_tokens:
+        if upgrade is not None and b"upgrade" not in self._conn_tokens.lower():
             upgrade = None
         req = _new(Request)  # Request(...) without the class call's dispatch: see _new
         req.__init__(method, self._url, http10, self._headers, self._host,

@@ -16,11 +16,12 @@ from urllib.parse import unquote_to_bytes
 from plait.dataplane.config import PathMatchKind, Route, RouteTable, VirtualHost
 
 _HOST_CACHE_MAX = 1024
+_UNSEEN = object()  # a host not yet in the cache (None there means: no virtual host)
 
 
 class _CompiledRoute:
     __slots__ = ("route", "kind", "is_prefix", "value", "regex", "lower", "headers", "query",
-                 "clusters", "cum", "total")
+                 "clusters", "cum", "total", "any_path")
 
     def __init__(self, route: Route) -> None:
         self.route = route
@@ -36,6 +37,9 @@ class _CompiledRoute:
         self.clusters = [w.name for w in route.weighted_clusters]
         self.cum = list(accumulate(w.weight for w in route.weighted_clusters))
         self.total = self.cum[-1] if self.cum else 0
+        # prefix "/" and nothing else: matches every origin-form target, told without a call
+        self.any_path = self.is_prefix and self.value == b"/" and not self.headers \
+            and not self.query
 
     def matches(self, req, index: dict | None = None) -> bool:
         """Whether the request matches; `index` is the request's header_index, built once
@@ -168,11 +172,17 @@ class Router:
     def route(self, req) -> _CompiledRoute | None:
         """The first route that matches the request head, or None (no virtual host or no
         route)."""
-        vh = self.virtual_host(req.host)
+        vh = self._hosts.get(req.host, _UNSEEN)  # virtual_host(), without the call
+        if vh is _UNSEEN:
+            vh = self.virtual_host(req.host)
         if vh is None:
             return None
         index = None
         for compiled in self._routes[id(vh)]:
+            if compiled.any_path:
+                if req.target.startswith(b"/"):
+                    return compiled
+                continue
             if compiled.headers and index is None:
                 index = header_index(req)
             if compiled.matches(req, index):

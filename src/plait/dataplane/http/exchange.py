@@ -427,7 +427,8 @@ class Exchange:
                 data = ev.data
                 if data:
                     self.bytes_sent += len(data)
-                    self.down.send(encode_chunk(data) if self.down_chunked else data)
+                    # down.send(), without the call
+                    self.down.out.append(encode_chunk(data) if self.down_chunked else data)
         self.down.flush()
 
     def on_response_head(self, conn, resp) -> None:
@@ -486,7 +487,7 @@ class Exchange:
         headers = resp.headers
         if self.route.response_headers is not None:
             headers = self.route.response_headers.apply(headers)
-        down.send(encode_response_head(status, headers, framing))
+        down.out.append(encode_response_head(status, headers, framing))  # down.send()
 
     def on_response_end(self, conn, trailers) -> None:
         if self.down_chunked:
