@@ -108,6 +108,13 @@ def test_upgrade_header_without_connection_upgrade_is_plain_http():
     assert [e[0] for e in events] == ["request", "end", "request", "end"]
 
 
+def test_connection_upgrade_of_one_request_is_not_carried_to_the_next():
+    events = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\r\n"
+                   b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+    assert [e[0] for e in events] == ["request", "end", "request", "end"]
+    assert events[2][9] is None  # the second request's Upgrade lacks its own Connection
+
+
 def test_eof_between_requests_is_clean():
     codec = Http1ServerCodec()
     assert len(feed(codec, [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"], eof=True)) == 2

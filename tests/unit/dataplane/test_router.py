@@ -66,6 +66,22 @@ def test_no_virtual_host_and_no_route():
     assert r.route(head(b"only.example", b"/exact", [])).route.cluster == "a"
 
 
+def test_a_catch_all_route_takes_origin_form_targets_only_and_hosts_are_cached():
+    """Prefix "/" alone is told without matches(); it still needs a target in origin
+    form, as matches() would. A host with no virtual host is cached as such."""
+    r = router([sc.virtual_host("all", ["*.example"], [
+        sc.route("b", prefix="/", headers=[{"name": "x-canary", "exact_match": "1"}]),
+        sc.route("a", prefix="/"),
+    ])])
+    assert r.route(head(b"h.example", b"/any/path?q=1", [])).route.cluster == "a"
+    assert r.route(head(b"h.example", b"/", [(b"x-canary", b"1")])).route.cluster == "b"
+    assert r.route(head(b"h.example", b"*", [])) is None
+    assert r.route(head(b"h.example", b"http://h.example/", [])) is None
+    for _ in range(2):  # looked up, then from the cache
+        assert r.route(head(b"other", b"/", [])) is None
+        assert r.route(head(b"h.example", b"/", [])).route.cluster == "a"
+
+
 def test_path_matches_and_first_match_wins():
     r = router([sc.virtual_host("all", ["*"], [
         sc.route("a", path="/exact"),
