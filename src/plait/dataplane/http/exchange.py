@@ -275,7 +275,10 @@ class Exchange:
         policy = route.retry
         if policy is not None and policy.per_try_timeout > 0:
             self.try_timer = self.mgr.loop.call_later(policy.per_try_timeout, self.on_try_timeout)
-        conn = host.take_idle()
+        idle = host.idle  # host.take_idle(), without the call while the last is open
+        conn = idle.pop() if idle else None
+        if conn is not None and conn.closed:
+            conn = host.take_idle()
         if conn is not None:
             self.attach(conn, reused=True)
         else:
