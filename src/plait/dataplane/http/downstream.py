@@ -147,13 +147,6 @@ class DownstreamConnection(asyncio.Protocol):
                 ex.on_request_end(ev.trailers)
                 self.backlog = []
 
-    def on_exchange_done(self, ex: Exchange) -> None:
-        if ex is not self.exchange:
-            return
-        if ex.request_done:
-            self.next_request()
-        # else: the answer came before the whole request; its body is read and dropped
-
     def next_request(self) -> None:
         self.exchange = None
         self.discarded = 0

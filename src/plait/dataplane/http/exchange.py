@@ -316,7 +316,8 @@ class Exchange:
                 self.body = []
             self.down.resume_reading()
         else:
-            self.mgr.flusher.send(conn, self.head)
+            conn.out.append(self.head)  # flusher.send(conn, head), without the call
+            self.mgr.flusher.queue(conn)
 
     def _hash_key(self) -> bytes | None:
         for policy in self.route.hash_policies:
@@ -432,7 +433,9 @@ class Exchange:
                     self.bytes_sent += len(data)
                     # down.send(), without the call
                     self.down.out.append(encode_chunk(data) if self.down_chunked else data)
-        self.down.flush()
+        down = self.down  # down.flush(), without the call
+        if down.out and not down.closed:
+            self.mgr.flusher.queue(down)
 
     def on_response_head(self, conn, resp) -> None:
         status = resp.status
@@ -666,4 +669,7 @@ class Exchange:
         if mgr.completions:  # filters that account for outcomes (circuit breakers)
             for f in mgr.completions:
                 f.on_complete(self)
-        self.down.on_exchange_done(self)
+        down = self.down  # down.on_exchange_done(self), without the call
+        if down.exchange is self and self.request_done:
+            down.next_request()
+        # (an answer before the whole request: the rest of its body is read and dropped)
