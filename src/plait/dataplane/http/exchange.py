@@ -443,7 +443,11 @@ class Exchange:
             return  # 1xx interim: the client already had our own 100 Continue
         detector = self.cluster.outlier  # _outlier(status), without the call
         if detector is not None and self.host is not None:
-            detector.observe(self.host, status)
+            # observe() has nothing to do for a success on a host with no failure run,
+            # unless the failure-rate rule counts tries: told here without the call
+            if (status >= 500 or self.host.consecutive_5xx
+                    or detector.config.failure_rate is not None):
+                detector.observe(self.host, status)
         retry = self.route.retry
         if retry is not None and status >= retry.lowest_retriable \
                 and (status >= 500 or status in retry.retriable_status_codes) \
