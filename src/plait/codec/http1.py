@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 from http import HTTPStatus
+from types import FunctionType
 from typing import NamedTuple
 
 import httptools
@@ -136,6 +137,10 @@ class _Codec:
         self._head_bytes = 0
         self._ended = False  # a message ended during the current receive_data
         self._upgraded = False
+        # receive_data takes a detour: a tunnel (`_upgraded`), or a HEAD response expected
+        # (`_head_request`, the client codec's)
+        self._detour = False
+        self._head_request = False
         self._count = False  # count header bytes one by one (a chunk over the limit)
         self._headers: list = []
         self._host = b""
@@ -233,8 +238,10 @@ class _Codec:
 
     def receive_data(self, data: bytes) -> list:
         """Feed bytes; return the events they completed. Raises ProtocolError."""
-        if self._upgraded:
-            return [Data(data)] if data else []
+        if self._detour:  # a tunnel, or a HEAD response expected: rare
+            if self._upgraded:
+                return [Data(data)] if data else []
+            return self._head_response_data(data)
         was_in_head = self.in_head
         size = len(data)
         if was_in_head:
@@ -244,7 +251,7 @@ class _Codec:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgraded = True
+            self._upgraded = self._detour = True
             self.in_message = False  # what follows is no message
             rest = data[upgrade.args[0]:]
             self._events.append(Upgraded(rest))
@@ -325,16 +332,13 @@ class Http1ClientCodec(_Codec):
 
     def __init__(self, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
         super().__init__(httptools.HttpResponseParser, max_header_bytes)
-        self._head_request = False
         self._carry = b""  # the last bytes fed while a HEAD response is expected
 
     def expect_head_response(self) -> None:
-        self._head_request = True
+        self._head_request = self._detour = True
         self._carry = b""
 
-    def receive_data(self, data: bytes) -> list:
-        if not self._head_request or self._upgraded:
-            return super().receive_data(data)
+    def _head_response_data(self, data: bytes) -> list:
         # llhttp is stopped where a HEAD response's head ends and the rest of its input
         # is lost; so feed it up to each empty line (the only place a head can end) and
         # parse what follows the head as what it is, whichever way the bytes were cut.
@@ -344,14 +348,18 @@ class Http1ClientCodec(_Codec):
         events: list = []
         start = 0
         end = buf.find(b"\r\n\r\n")
-        while end >= 0:
-            cut = end + 4 - carry
-            if cut > start:
-                events += super().receive_data(data[start:cut])
-                start = cut
-            end = buf.find(b"\r\n\r\n", end + 1)
-        if start < len(data):
-            events += super().receive_data(data[start:])
+        self._detour = False  # each piece is fed the usual way (or as a tunnel's)
+        try:
+            while end >= 0:
+                cut = end + 4 - carry
+                if cut > start:
+                    events += self.receive_data(data[start:cut])
+                    start = cut
+                end = buf.find(b"\r\n\r\n", end + 1)
+            if start < len(data):
+                events += self.receive_data(data[start:])
+        finally:
+            self._detour = self._head_request or self._upgraded
         return events
 
     def _close_delimited(self) -> bool:
@@ -420,3 +428,23 @@ def encode_last_chunk(trailers: list | None) -> bytes:
     if not trailers:
         return LAST_CHUNK
     return b"0\r\n%s\r\n" % encode_headers(trailers)
+
+
+def _own_code(cls: type, names: tuple) -> None:
+    """Give `cls` its own copy of the methods it inherits under `names`.
+
+    CPython 3.11 specialises each attribute access in a function's code for one type, in
+    the code object itself. A method the two codecs share sees both types at the same
+    places and misses there about half the time, taking the generic lookup instead."""
+    for name in names:
+        func = getattr(cls, name)
+        copy = FunctionType(func.__code__.replace(), func.__globals__, name,
+                            func.__defaults__, func.__closure__)
+        copy.__qualname__ = f"{cls.__name__}.{name}"
+        copy.__doc__ = func.__doc__
+        setattr(cls, name, copy)
+
+
+for _cls in (Http1ServerCodec, Http1ClientCodec):
+    _own_code(_cls, ("receive_data", "on_message_begin", "on_header", "on_body",
+                     "on_message_complete"))
