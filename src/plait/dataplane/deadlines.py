@@ -3,8 +3,8 @@
 An event-loop timer costs a handle, a heap insertion and a cancellation per request, which
 is a noticeable share of a request's work here. Instead, each exchange with a route timeout
 is filed under the 50 ms slot its deadline falls in, and a ticker expires whole slots: adding
-and removing are a dict probe and a set operation, and a timeout fires at most one slot
-(50 ms) late. Shorter, per-try timeouts still use loop timers (they exist only when
+is a dict probe and a set operation, removing a set operation, and a timeout fires at most
+one slot (50 ms) late. Shorter, per-try timeouts still use loop timers (they exist only when
 configured).
 """
 
@@ -22,19 +22,15 @@ class Deadlines:
     def __init__(self) -> None:
         self.slots: dict[int, set] = {}
 
-    def add(self, item, deadline: float) -> int:
-        """File `item` (it has `on_timeout()`) under `deadline`; returns its slot key."""
+    def add(self, item, deadline: float) -> set:
+        """File `item` (it has `on_timeout()`) under `deadline`. Returns the slot, a set:
+        `slot.discard(item)` takes the item out again (harmless once the slot expired)."""
         key = int(deadline / RESOLUTION) + 1
         slot = self.slots.get(key)
         if slot is None:
             slot = self.slots[key] = set()
         slot.add(item)
-        return key
-
-    def remove(self, item, key: int) -> None:
-        slot = self.slots.get(key)
-        if slot is not None:
-            slot.discard(item)
+        return slot
 
     def expire(self, now: float) -> None:
         """Time out everything whose slot has passed."""

@@ -90,5 +90,10 @@ class Flusher:
                 self._sparse = 0
         else:
             self._sparse = 0
-        for conn in pending:
-            write_out(conn)
+        for conn in pending:  # write_out(conn), without the call
+            conn.queued = False
+            out = conn.out
+            if out:
+                if not conn.closed:
+                    conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                out.clear()

@@ -134,19 +134,25 @@ class Router:
 
     def __init__(self, table: RouteTable) -> None:
         self.table = table
-        self._hosts: dict[bytes, VirtualHost | None] = {}
+        # host as sent -> its virtual host's compiled routes (None: no virtual host)
+        self._hosts: dict[bytes, list[_CompiledRoute] | None] = {}
         self._routes = {id(vh): [_CompiledRoute(r) for r in vh.routes]
                         for vh in table.virtual_hosts}
 
     def virtual_host(self, host: bytes) -> VirtualHost | None:
+        return self._find(host.decode("latin-1").lower())
+
+    def routes_for(self, host: bytes) -> list[_CompiledRoute] | None:
+        """The compiled routes of the virtual host for `host` (None: none), cached."""
         try:
             return self._hosts[host]
         except KeyError:
             pass
-        vh = self._find(host.decode("latin-1").lower())
+        vh = self.virtual_host(host)
+        routes = self._routes[id(vh)] if vh is not None else None
         if len(self._hosts) < _HOST_CACHE_MAX:
-            self._hosts[host] = vh
-        return vh
+            self._hosts[host] = routes
+        return routes
 
     def _find(self, host: str) -> VirtualHost | None:
         table = self.table
@@ -172,13 +178,13 @@ class Router:
     def route(self, req) -> _CompiledRoute | None:
         """The first route that matches the request head, or None (no virtual host or no
         route)."""
-        vh = self._hosts.get(req.host, _UNSEEN)  # virtual_host(), without the call
-        if vh is _UNSEEN:
-            vh = self.virtual_host(req.host)
-        if vh is None:
+        routes = self._hosts.get(req.host, _UNSEEN)  # routes_for(), without the call
+        if routes is _UNSEEN:
+            routes = self.routes_for(req.host)
+        if routes is None:
             return None
         index = None
-        for compiled in self._routes[id(vh)]:
+        for compiled in routes:
             if compiled.any_path:
                 if req.target.startswith(b"/"):
                     return compiled

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from plait.codec.http1 import (
-    Http1ServerCodec, encode_chunk, encode_last_chunk, encode_request_head,
+    Http1ServerCodec, Request, encode_chunk, encode_last_chunk, encode_request_head,
 )
 from plait.core.errors import ProtocolError
 from plait.testing.codec import bytewise, canonical, feed, split_at
@@ -147,3 +147,12 @@ def test_encoded_request_parses_back_to_the_same_message():
     events = parse(wire)
     assert events[0][4] == ((b"host", b"h"), (b"x-a", b"1"))
     assert events[1:] == [("data", b"abcde"), ("end", ((b"x-t", b"9"),))]
+
+
+def test_the_codec_sets_every_field_of_a_request_head_as_its_constructor_does():
+    # The codec sets the fields one by one instead of calling Request.__init__.
+    [req, _] = feed(Http1ServerCodec(), [b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"])
+    built = Request(b"GET", b"/x", False, [(b"host", b"h")], b"h", True, False, -1, None,
+                    False)
+    assert {f: getattr(req, f) for f in Request.__slots__} == {
+        f: getattr(built, f) for f in Request.__slots__}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from plait.codec.http1 import Http1ClientCodec, Http1ServerCodec, encode_response_head
+from plait.codec.http1 import Http1ClientCodec, Http1ServerCodec, Response, encode_response_head
 from plait.core.errors import ProtocolError
 from plait.testing.codec import bytewise, canonical, feed, split_at
 
@@ -143,3 +143,11 @@ def test_each_codec_runs_its_own_code_for_the_callbacks_both_use():
         server, client = getattr(Http1ServerCodec, name), getattr(Http1ClientCodec, name)
         assert server.__code__ is not client.__code__
         assert server.__code__.co_code == client.__code__.co_code
+
+
+def test_the_codec_sets_every_field_of_a_response_head_as_its_constructor_does():
+    # The codec sets the fields one by one instead of calling Response.__init__.
+    [resp, *_] = feed(Http1ClientCodec(), [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    built = Response(200, [(b"content-length", b"0")], True, False, 0, False)
+    assert {f: getattr(resp, f) for f in Response.__slots__} == {
+        f: getattr(built, f) for f in Response.__slots__}

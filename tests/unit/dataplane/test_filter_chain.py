@@ -21,8 +21,9 @@ class Walk(Exchange):
 
 def exchange(*chain) -> tuple[Walk, list]:
     log: list = []
-    mgr = SimpleNamespace(filters=tuple(chain), log=log, router=SimpleNamespace(
-        route=lambda request: SimpleNamespace(route=SimpleNamespace())))
+    mgr = SimpleNamespace(filters=tuple(chain), log=log, access_log=None,
+                          router=SimpleNamespace(
+                              route=lambda request: SimpleNamespace(route=SimpleNamespace())))
     return Walk(SimpleNamespace(mgr=mgr), SimpleNamespace()), log
 
 

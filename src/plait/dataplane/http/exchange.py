@@ -82,17 +82,15 @@ class Exchange:
         self.reason: Reason | None = None
         self.attempts = 0
         self.retries = 0
-        self.timer = 0  # the route timeout's slot in mgr.deadlines; 0: none
+        self.timer = None  # the route timeout's slot in mgr.deadlines (a set), if any
         self.try_timer = None
         self.retry_handle = None
         self.reused = False
         self.finished = False
         self.upgraded = False
         self.t_start = time.monotonic()
-        self.t_request_end = 0.0
-        self.t_connect = 0.0
-        self.t_connected = 0.0
-        self.t_first_byte = 0.0
+        if self.mgr.access_log is not None:  # the timings only the access log reads
+            self.t_request_end = self.t_connect = self.t_connected = self.t_first_byte = 0.0
         self.bytes_sent = 0
         self.upstream_keep_alive = True
         self.upstream_key = ""
@@ -474,9 +472,9 @@ class Exchange:
         keep_alive = req.keep_alive and not self.mgr.draining
         if status == 101:
             self.upgraded = True
-            if self.timer:
-                self.mgr.deadlines.remove(self, self.timer)
-                self.timer = 0
+            if self.timer is not None:
+                self.timer.discard(self)
+                self.timer = None
             framing = b"connection: upgrade\r\nupgrade: %s\r\n" % (req.upgrade or b"")
             keep_alive = True  # the tunnel ends the connection when it ends
         else:
@@ -571,7 +569,7 @@ class Exchange:
         self.attempt_failed(Reason.UPSTREAM_TIMEOUT, "timeout")
 
     def on_timeout(self) -> None:
-        self.timer = 0  # its slot was expired
+        self.timer = None  # its slot was expired
         if self.finished:
             return
         self.cluster.stats.rq_timeout += 1
@@ -659,10 +657,16 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._end_attempt()
-        if self.timer:
-            self.mgr.deadlines.remove(self, self.timer)
-            self.timer = 0
+        if self.try_timer is not None:
+            self._end_attempt()
+        else:  # _end_attempt(), without the call
+            host = self.host
+            if host is not None:
+                host.active -= 1
+                self.host = None
+        if self.timer is not None:
+            self.timer.discard(self)
+            self.timer = None
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
@@ -675,5 +679,10 @@ class Exchange:
                 f.on_complete(self)
         down = self.down  # down.on_exchange_done(self), without the call
         if down.exchange is self and self.request_done:
-            down.next_request()
+            if down.backlog or down.close_after or down.paused or mgr.draining:
+                down.next_request()
+            else:  # down.next_request() with nothing to do, without the call
+                down.exchange = None
+                down.discarded = 0
+                down.backlog = None
         # (an answer before the whole request: the rest of its body is read and dropped)
