@@ -500,8 +500,11 @@ class Exchange:
     def on_response_end(self, conn, trailers) -> None:
         if self.down_chunked:
             self.down.send(encode_last_chunk(trailers))
-        if self.mgr.flusher.direct:  # sparse load: the answer out first, the accounting after
-            self.down.flush()
+        flusher = self.mgr.flusher
+        if flusher.direct:  # sparse load: the answer out first, the accounting after
+            down = self.down  # down.flush(), without the call
+            if down.out and not down.closed:
+                flusher.queue(down)
         self.upstream = None
         if not (self.upstream_keep_alive and self.request_done) or self.request.upgrade:
             # After a refused upgrade the upstream may read the client's tunnel bytes as
