@@ -302,12 +302,18 @@ class Http1ServerCodec(_Codec):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self._parser
-        version = parser.get_http_version()
-        if version not in ("1.0", "1.1"):
-            # llhttp reads "GET /" as HTTP/0.9 even with headers after it: a peer that
-            # ends the request at the first line would see the rest as a second one.
-            raise ProtocolError(f"unsupported HTTP version {version}")
-        http10 = version == "1.0"
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self._conn_tokens:
+            # Of the versions llhttp takes (0.9, 1.0, 1.1, 2.0) only 1.1 keeps a connection
+            # alive without a Connection header; get_http_version() formats a string.
+            http10 = False
+        else:
+            version = parser.get_http_version()
+            if version not in ("1.0", "1.1"):
+                # llhttp reads "GET /" as HTTP/0.9 even with headers after it: a peer that
+                # ends the request at the first line would see the rest as a second one.
+                raise ProtocolError(f"unsupported HTTP version {version}")
+            http10 = version == "1.0"
         if http10 and self._chunked:
             raise ProtocolError("Transfer-Encoding in HTTP/1.0")  # RFC 9112 6.1: faulty framing
         method = parser.get_method()
@@ -325,7 +331,7 @@ class Http1ServerCodec(_Codec):
         req.http10 = http10
         req.headers = self._headers
         req.host = self._host
-        req.keep_alive = parser.should_keep_alive()
+        req.keep_alive = keep_alive
         req.chunked = self._chunked
         req.content_length = self._length
         req.upgrade = upgrade

@@ -49,6 +49,8 @@ SMUGGLING = {
     # read the rest as a second one.
     "http/0.9 with headers": b"GET /\r\n" + H + b"\r\n",
     "http/2.0 request line": b"GET / HTTP/2.0\r\n" + H + b"\r\n",
+    "http/2.0 keeping alive": b"GET / HTTP/2.0\r\nConnection: keep-alive\r\n" + H + b"\r\n",
+    "http/0.9 keeping alive": b"GET /\r\nConnection: keep-alive\r\n" + H + b"\r\n",
     "connect": b"CONNECT h:443 HTTP/1.1\r\n" + H + b"\r\n",
     "unknown expectation": b"GET / HTTP/1.1\r\n" + H + b"Expect: magic\r\n\r\n",
     "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
