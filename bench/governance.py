@@ -153,7 +153,7 @@ def filter_cost_us(scenario: str, args) -> float:
         return 0.0
     head = Request(b"GET", b"/", False, [(b"host", b"127.0.0.1:8080")], b"127.0.0.1:8080",
                    True, False, -1, None, False)
-    ex = Exchange(SimpleNamespace(mgr=None), head)
+    ex = Exchange(SimpleNamespace(mgr=SimpleNamespace(access_log=None)), head)
     ex.route = Router(listener.route_table).route(head).route
     ex.code = 200
     calls, best = 20_000, float("inf")
