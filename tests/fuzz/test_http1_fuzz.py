@@ -31,6 +31,10 @@ RESPONSES = [
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nxx",
     b"HTTP/1.0 200 OK\r\n\r\nclose delimited",
+    b"HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nKEEP-ALIVE: t=5\r\n"
+    b"X-A: 1\r\nContent-Length: 2\r\nTrailer: x\r\n\r\nok",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\nok\r\n0\r\n\r\n",
 ]
 TOKENS = [b"\r\n", b"\r", b"\n", b"\x00", b" ", b":", b";", b",", b"0", b"\r\n\r\n",
           b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"Host: x\r\n",

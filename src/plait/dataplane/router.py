@@ -186,7 +186,7 @@ class Router:
         index = None
         for compiled in routes:
             if compiled.any_path:
-                if req.target.startswith(b"/"):
+                if req.target[:1] == b"/":  # bytes.startswith parses its arguments from a tuple
                     return compiled
                 continue
             if compiled.headers and index is None:
