@@ -4,8 +4,9 @@ An event-loop timer costs a handle, a heap insertion and a cancellation per requ
 is a noticeable share of a request's work here. Instead, each exchange with a route timeout
 is filed under the 50 ms slot its deadline falls in, and a ticker expires whole slots: adding
 is a dict probe and a set operation, removing a set operation, and a timeout fires at most
-one slot (50 ms) late. Shorter, per-try timeouts still use loop timers (they exist only when
-configured).
+one slot (50 ms) late. The ticker runs only while some slot is filed: an idle worker is not
+woken twenty times a second for nothing. Shorter, per-try timeouts still use loop timers
+(they exist only when configured).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ RESOLUTION = 0.05  # seconds per slot; the largest delay a timeout can fire with
 
 
 class Deadlines:
-    __slots__ = ("slots",)
+    __slots__ = ("slots", "_idle")
 
     def __init__(self) -> None:
         self.slots: dict[int, set] = {}
+        self._idle: asyncio.Future | None = None  # the ticker waits on it while no slot is filed
 
     def add(self, item, deadline: float) -> set:
         """File `item` (it has `on_timeout()`) under `deadline`. Returns the slot, a set:
@@ -29,6 +31,11 @@ class Deadlines:
         slot = self.slots.get(key)
         if slot is None:
             slot = self.slots[key] = set()
+            idle = self._idle
+            if idle is not None:  # wake the ticker
+                self._idle = None
+                if not idle.done():
+                    idle.set_result(None)
         slot.add(item)
         return slot
 
@@ -41,7 +48,10 @@ class Deadlines:
                 item.on_timeout()
 
     async def tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            if not self.slots:  # nothing can time out: sleep until add() files something
+                self._idle = loop.create_future()
+                await self._idle
             await asyncio.sleep(RESOLUTION)
-            if self.slots:
-                self.expire(time.monotonic())
+            self.expire(time.monotonic())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from plait.dataplane.deadlines import RESOLUTION, Deadlines
 
 
@@ -45,3 +48,24 @@ def test_slots_expire_in_deadline_order():
         deadlines.add(item, when)
     deadlines.expire(5.0)
     assert order == [1.0, 2.0, 3.0]
+
+
+def test_the_ticker_sleeps_while_nothing_is_filed_and_wakes_for_a_deadline():
+    async def main() -> None:
+        deadlines = Deadlines()
+        ticker = asyncio.get_running_loop().create_task(deadlines.tick_forever())
+        try:
+            await asyncio.sleep(0)  # the ticker's first step: no slot, so it waits
+            assert deadlines._idle is not None and not deadlines._idle.done()
+            fired = asyncio.Event()
+            item = Item()
+            item.on_timeout = fired.set
+            deadlines.add(item, time.monotonic())
+            await asyncio.wait_for(fired.wait(), 5)
+            # the slot expired and nothing else is filed: waiting again, not ticking
+            assert not deadlines.slots
+            assert deadlines._idle is not None and not deadlines._idle.done()
+        finally:
+            ticker.cancel()
+
+    asyncio.run(main())
