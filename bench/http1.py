@@ -126,10 +126,16 @@ def report(rows: dict[str, Row], rounds: dict[str, list[Row]], args, console: Co
     if len(pairs) > 1:
         # The two proxies of a round are measured seconds apart, so a round's own ratio
         # is spared the machine's slower swings that the medians above mix in.
-        console.print("  by round, plait / haproxy: req/s "
-                      + ", ".join(_ratio(p.saturation.rps, h.saturation.rps) for h, p in pairs)
-                      + "; CPU/req " + ", ".join(_ratio(p.cpu_us_per_request,
-                                                        h.cpu_us_per_request) for h, p in pairs))
+        line = ("  by round, plait / haproxy: req/s "
+                + ", ".join(_ratio(p.saturation.rps, h.saturation.rps) for h, p in pairs)
+                + "; CPU/req " + ", ".join(_ratio(p.cpu_us_per_request,
+                                                  h.cpu_us_per_request) for h, p in pairs))
+        directs = rounds.get("direct", ())
+        if len(directs) == len(pairs):
+            line += "; added p50 " + ", ".join(
+                _ratio(p.paced.p50_us - d.paced.p50_us, h.paced.p50_us - d.paced.p50_us)
+                for d, (h, p) in zip(directs, pairs))
+        console.print(line)
     plait, haproxy = rows.get("plait"), rows.get("haproxy")
     rps = _ratio(plait and plait.saturation.rps, haproxy and haproxy.saturation.rps)
     p50 = _ratio(added.get("plait"), added.get("haproxy"))
