@@ -16,7 +16,11 @@ import os
 import sys
 from contextlib import asynccontextmanager
 
+import pytest
+
 from plait.controlplane.push import start_push
+from plait.core.errors import ConfigError
+from plait.model import parse_resource
 from plait.testing.grpc_greeter import bootstrap, start_greeter
 from plait.testing.meshview import FakeMeshView
 
@@ -148,6 +152,19 @@ def test_weight_changes_move_grpc_traffic_between_versions():
     run(scenario())
 
 
+def past_validation(regex: str):
+    """by_header(regex) as a validated resource, its regex replaced without validation:
+    what another control plane could send, which this one's API refuses."""
+    resource = parse_resource(by_header("placeholder"))
+    http = resource.spec.http[0]
+    match = http.match[0]
+    header = match.headers["x-canary"].model_copy(update={"regex": regex})
+    match = match.model_copy(update={"headers": {"x-canary": header}})
+    http = http.model_copy(update={"match": [match]})
+    spec = resource.spec.model_copy(update={"http": [http, *resource.spec.http[1:]]})
+    return resource.model_copy(update={"spec": spec})
+
+
 def test_header_match_and_a_route_grpc_rejects():
     async def scenario():
         view = FakeMeshView()
@@ -157,9 +174,12 @@ def test_header_match_and_a_route_grpc_rejects():
             assert (await client.call(10))["versions"] == {"v1": 10}
             good = routes_version(push)
 
-            # Python's `re` accepts lookahead, RE2 (gRPC's engine) does not: the client
-            # NACKs the route table and keeps routing with the last good one.
-            view.apply(by_header("(?=y)yes"))
+            # Python's `re` accepts lookahead, RE2 (gRPC's engine) does not. The API
+            # checks with RE2 and refuses it; sent anyway, the client NACKs the route
+            # table and keeps routing with the last good one.
+            with pytest.raises(ConfigError, match="RE2"):
+                view.apply(by_header("(?=y)yes"))
+            view.apply(past_validation("(?=y)yes"))
             while not push.proxy_status()[0]["types"]["routes"]["last_nack"]:
                 await asyncio.sleep(0.01)
             routes = push.proxy_status()[0]["types"]["routes"]

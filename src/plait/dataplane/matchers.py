@@ -12,10 +12,15 @@ import re
 from envoy.config.route.v3 import route_pb2
 
 from plait.core.errors import ConfigError
+from plait.core.regex import re2_error
 from plait.dataplane.config import HeaderMatch
 
 
 def regex(pattern: bytes, path: str):
+    """`pattern` compiled for matching, once RE2 has accepted it (plait.core.regex)."""
+    reason = re2_error(pattern)
+    if reason is not None:
+        raise ConfigError(path, f"invalid regex (RE2): {reason}")
     try:
         return re.compile(pattern)
     except re.error as exc:

@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from plait.core.regex import re2_error
 from plait.model.duration import parse_duration
 
 # Kubernetes object names: RFC 1123 subdomain (what kubectl would accept for Istio kinds).
@@ -38,8 +39,11 @@ def _check_duration(text: str) -> str:
 
 
 def _check_regex(text: str) -> str:
+    reason = re2_error(text)  # what Envoy, gRPC and the sidecar's check compile with
+    if reason is not None:
+        raise ValueError(f"regex does not compile (RE2): {reason}")
     try:
-        re.compile(text)
+        re.compile(text)  # what the sidecar matches with
     except Exception as exc:  # re.error, OverflowError, RecursionError on hostile input
         raise ValueError(f"regex does not compile: {exc}") from None
     return text

@@ -115,6 +115,14 @@ BAD = {
     "bad regex": (
         lambda d: first_route(d).update(match={"safe_regex": {"regex": "(unclosed"}}),
         f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].match.safe_regex.regex"),
+    "regex RE2 refuses (a backreference), as Envoy would": (
+        lambda d: first_route(d).update(match={"safe_regex": {"regex": r"/(a)\1"}}),
+        f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].match.safe_regex.regex"),
+    "header regex RE2 refuses (a lookahead)": (
+        lambda d: first_route(d).update(match={"prefix": "/", "headers": [
+            {"name": "x-a", "safe_regex_match": {"regex": "a(?=b)"}}]}),
+        f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].match.headers[0]"
+        ".safe_regex_match.regex"),
     "no path specifier": (
         lambda d: first_route(d).update(match={}),
         f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].match"),

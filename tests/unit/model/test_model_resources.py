@@ -120,6 +120,9 @@ VS_ERRORS = [
     (("spec", "http", 0, "retries", "perTryTimeout"), "-1s", "spec.http[0].retries.perTryTimeout", "invalid duration"),
     (("spec", "http", 0, "retries", "retryOn"), "5xx,sometimes", "spec.http[0].retries.retryOn", "sometimes"),
     (("spec", "http", 0, "match", 0, "uri"), {"regex": "(unclosed"}, "spec.http[0].match[0].uri.regex", "regex does not compile"),
+    # valid in Python's re, refused by RE2 (and so by Envoy and proxyless gRPC)
+    (("spec", "http", 0, "match", 0, "uri"), {"regex": "/(a)\\1"}, "spec.http[0].match[0].uri.regex", "RE2"),
+    (("spec", "http", 0, "match", 0, "headers", "x-user"), {"regex": "a(?=b)"}, "spec.http[0].match[0].headers['x-user'].regex", "RE2"),
     (("spec", "http", 0, "match", 0, "uri"), {"exact": "/a", "prefix": "/"}, "spec.http[0].match[0].uri", "only one of"),
     (("spec", "http", 0, "match", 0, "uri"), {}, "spec.http[0].match[0].uri", "set one of"),
     (("spec", "http", 0, "match", 0, "headers", "x-user"), {"regex": "["}, "spec.http[0].match[0].headers['x-user'].regex", "regex"),
