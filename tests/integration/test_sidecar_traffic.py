@@ -50,6 +50,10 @@ def config(ports: dict[str, int], dead_port: int) -> dict:
             sc.route("c", headers=[{"name": ":authority", "exact_match": "match.canary"}],
                      **tag("authority")),
             sc.route("b", regex="/items/[0-9]+", **tag("regex")),
+            # nested repeats: exponential for a backtracking matcher, linear for RE2
+            sc.route("c", regex="/(x+x+)+y", **tag("nested-path")),
+            sc.route("c", headers=[{"name": "x-probe", "safe_regex_match": {"regex": "(a+)+$"}}],
+                     **tag("nested-header")),
             sc.route("b", headers=[{"name": "x-debug", "present_match": True,
                                     "invert_match": True},
                                    {"name": "x-beta", "safe_regex_match": {"regex": "on|yes"}}],
@@ -210,6 +214,11 @@ def poll(predicate, *, deadline: float, interval: float = 0.02, what: str = "con
     ("GET", "match", "/echo", {"x-beta": "yes"}, "beta", "b"),
     ("GET", "match", "/echo", {"x-beta": "yes", "x-debug": "1"}, "default", "a"),
     ("GET", "match", "/echo", {"x-beta": "maybe"}, "default", "a"),
+    ("GET", "match", "/xxy", {}, "nested-path", "c"),
+    ("GET", "match", "/echo", {"x-probe": "aaa"}, "nested-header", "c"),
+    # hostile input for those two: a backtracking engine would not answer for hours
+    ("GET", "match", "/" + "x" * 40, {}, "default", "a"),
+    ("GET", "match", "/echo", {"x-probe": "a" * 40 + "!"}, "default", "a"),
 ])
 def test_matching_picks_the_route_and_cluster(proxy, client, method, host, path, headers,
                                               route, upstream):

@@ -251,7 +251,8 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
         out["prefix_rewrite"] = ra.prefix_rewrite
     if ra.HasField("regex_rewrite"):
         rr = ra.regex_rewrite
-        pattern = regex(rr.pattern.regex.encode(), f"{path}.route.regex_rewrite.pattern.regex")
+        pattern = regex(rr.pattern.regex.encode(), f"{path}.route.regex_rewrite.pattern.regex",
+                        captures=True)
         out["regex_rewrite"] = (pattern, _rewrite_template(
             rr.substitution, pattern.groups, f"{path}.route.regex_rewrite.substitution"))
     if ra.host_rewrite_literal:
@@ -287,7 +288,7 @@ def compile_route(r: route_pb2.Route, *, path: str, vhost=None) -> Route:
 
 def _rewrite_template(substitution: str, groups: int, path: str) -> bytes:
     """An RE2 rewrite string (`\\0` the whole match, `\\1`..`\\9` groups, `\\\\` a
-    backslash; any other backslash is an error) as a template for Python's re.sub, checked
+    backslash; any other backslash is an error) as a template for `Regex.sub`, checked
     here so that no request can meet a bad group reference."""
     out = []
     i = 0

@@ -9,8 +9,9 @@ Durations are float seconds; 0 means "no limit" where a field says so.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
+
+from plait.core.regex import Regex
 
 
 class LbPolicy(enum.Enum):
@@ -85,7 +86,7 @@ class HeaderMatch:
     name: bytes
     exact: bytes | None = None
     prefix: bytes | None = None
-    regex: re.Pattern | None = None  # bytes pattern, full match
+    regex: Regex | None = None  # bytes pattern, full match, by RE2
     present: bool | None = None
     invert: bool = False
 
@@ -145,7 +146,7 @@ class Route:
     timeout: float = 15.0  # Envoy's route default; 0 disables
     retry: RetryPolicy | None = None
     prefix_rewrite: str | None = None
-    regex_rewrite: tuple[re.Pattern, bytes] | None = None
+    regex_rewrite: tuple[Regex, bytes] | None = None
     host_rewrite: str | None = None
     hash_policies: tuple[HashPolicy, ...] = ()
     query: tuple[HeaderMatch, ...] = ()  # query parameter conditions

@@ -12,19 +12,17 @@ import re
 from envoy.config.route.v3 import route_pb2
 
 from plait.core.errors import ConfigError
-from plait.core.regex import re2_error
+from plait.core.regex import Regex, re2_error
 from plait.dataplane.config import HeaderMatch
 
 
-def regex(pattern: bytes, path: str):
-    """`pattern` compiled for matching, once RE2 has accepted it (plait.core.regex)."""
+def regex(pattern: bytes, path: str, *, captures: bool = False) -> Regex:
+    """`pattern` compiled by RE2 for matching (plait.core.regex), or a ConfigError with
+    RE2's reason."""
     reason = re2_error(pattern)
     if reason is not None:
         raise ConfigError(path, f"invalid regex (RE2): {reason}")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(path, f"invalid regex: {exc}") from None
+    return Regex(pattern, captures=captures)
 
 
 def string_match(sm, name: bytes, invert: bool, path: str) -> HeaderMatch:

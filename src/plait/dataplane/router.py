@@ -8,11 +8,11 @@ lookups. Host lookups are memoised per router (bounded), since a sidecar sees fe
 from __future__ import annotations
 
 import random
-import re
 from bisect import bisect_right
 from itertools import accumulate
 from urllib.parse import unquote_to_bytes
 
+from plait.core.regex import Regex
 from plait.dataplane.config import PathMatchKind, Route, RouteTable, VirtualHost
 
 _HOST_CACHE_MAX = 1024
@@ -30,7 +30,7 @@ class _CompiledRoute:
         self.lower = not route.case_sensitive
         value = route.path.encode()
         self.value = value.lower() if self.lower else value
-        self.regex = (re.compile(value, re.IGNORECASE if self.lower else 0)
+        self.regex = (Regex(value, ignore_case=self.lower)  # compile.py checked it
                       if self.kind is PathMatchKind.REGEX else None)
         self.headers = route.headers
         self.query = route.query
@@ -55,7 +55,7 @@ class _CompiledRoute:
             if self.regex is None:
                 if path != self.value:
                     return False
-            elif self.regex.fullmatch(path) is None:
+            elif not self.regex.fullmatch(path):
                 return False
         if self.headers and not headers_match(self.headers, req, index):
             return False
@@ -95,7 +95,7 @@ def _matches(cond, values: list[bytes]) -> bool:
         return value == cond.exact
     if cond.prefix is not None:
         return value.startswith(cond.prefix)
-    return cond.regex.fullmatch(value) is not None
+    return cond.regex.fullmatch(value)
 
 
 _NONE: list = []
