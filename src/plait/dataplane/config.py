@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from plait.core.regex import Regex
+
+if TYPE_CHECKING:
+    from plait.dataplane.matchers import Literal
 
 
 class LbPolicy(enum.Enum):
@@ -86,7 +90,7 @@ class HeaderMatch:
     name: bytes
     exact: bytes | None = None
     prefix: bytes | None = None
-    regex: Regex | None = None  # bytes pattern, full match, by RE2
+    matcher: Regex | Literal | None = None  # anything else; both have fullmatch()
     present: bool | None = None
     invert: bool = False
 

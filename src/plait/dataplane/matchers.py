@@ -2,12 +2,12 @@
 
 Shared by routes and filters (fault, later authorization and rate limits), so a header
 condition means the same thing everywhere. Regexes are compiled here, once; an invalid one
-is a ConfigError naming the field.
+is a ConfigError naming the field. A string match other than a plain exact or prefix one
+(suffix, contains, or any with `ignore_case`) becomes a `Literal`, which has a regex's
+`fullmatch` and costs a byte operation.
 """
 
 from __future__ import annotations
-
-import re
 
 from envoy.config.route.v3 import route_pb2
 
@@ -25,26 +25,55 @@ def regex(pattern: bytes, path: str, *, captures: bool = False) -> Regex:
     return Regex(pattern, captures=captures)
 
 
+class Literal:
+    """Envoy's exact, prefix, suffix and contains string matches, with the `fullmatch` of
+    a `Regex`. `ignore_case` folds ASCII letters only, as Envoy does."""
+
+    __slots__ = ("kind", "text", "ignore_case")
+
+    def __init__(self, kind: str, text: bytes, ignore_case: bool = False) -> None:
+        self.kind = kind
+        self.text = text.lower() if ignore_case else text
+        self.ignore_case = ignore_case
+
+    def fullmatch(self, value: bytes) -> bool:
+        if self.ignore_case:
+            value = value.lower()
+        kind = self.kind
+        if kind == "suffix":
+            return value.endswith(self.text)
+        if kind == "contains":
+            return value.find(self.text) >= 0  # `in` first tries the text as an int
+        if kind == "prefix":
+            return value.startswith(self.text)
+        return value == self.text
+
+    def __repr__(self) -> str:
+        return f"Literal({self.kind!r}, {self.text!r}, ignore_case={self.ignore_case})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Literal) and (other.kind, other.text, other.ignore_case) \
+            == (self.kind, self.text, self.ignore_case)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.text, self.ignore_case))
+
+
 def string_match(sm, name: bytes, invert: bool, path: str) -> HeaderMatch:
     which = sm.WhichOneof("match_pattern")
-    flags_ci = sm.ignore_case
-    if which == "exact" and not flags_ci:
-        return HeaderMatch(name=name, exact=sm.exact.encode(), invert=invert)
-    if which == "prefix" and not flags_ci:
-        return HeaderMatch(name=name, prefix=sm.prefix.encode(), invert=invert)
+    ignore_case = sm.ignore_case
     if which == "safe_regex":
         # Envoy: ignore_case "has no effect for the safe_regex match".
-        return HeaderMatch(name=name, regex=regex(sm.safe_regex.regex.encode(), path),
+        return HeaderMatch(name=name, matcher=regex(sm.safe_regex.regex.encode(), path),
                            invert=invert)
-    if which in ("exact", "prefix", "suffix", "contains"):
-        text = re.escape(getattr(sm, which).encode())
-        source = {"exact": text, "prefix": text + b".*", "suffix": b".*" + text,
-                  "contains": b".*" + text + b".*"}[which]
-    else:
+    if which not in ("exact", "prefix", "suffix", "contains"):
         raise ConfigError(path, f"unsupported string match {which!r}")
-    if flags_ci:
-        source = b"(?i)" + source
-    return HeaderMatch(name=name, regex=regex(source, path), invert=invert)
+    text = getattr(sm, which).encode()
+    if which == "exact" and not ignore_case:
+        return HeaderMatch(name=name, exact=text, invert=invert)
+    if which == "prefix" and not ignore_case:
+        return HeaderMatch(name=name, prefix=text, invert=invert)
+    return HeaderMatch(name=name, matcher=Literal(which, text, ignore_case), invert=invert)
 
 
 def header_match(h: route_pb2.HeaderMatcher, path: str) -> HeaderMatch:
@@ -58,8 +87,9 @@ def header_match(h: route_pb2.HeaderMatcher, path: str) -> HeaderMatch:
     if kind == "prefix_match":
         return HeaderMatch(name=name, prefix=h.prefix_match.encode(), invert=inv)
     if kind == "safe_regex_match":
-        return HeaderMatch(name=name, regex=regex(h.safe_regex_match.regex.encode(),
-                                                   f"{path}.safe_regex_match.regex"), invert=inv)
+        return HeaderMatch(name=name, matcher=regex(h.safe_regex_match.regex.encode(),
+                                                     f"{path}.safe_regex_match.regex"),
+                           invert=inv)
     if kind == "string_match":
         return string_match(h.string_match, name, inv, f"{path}.string_match")
     if kind is None:

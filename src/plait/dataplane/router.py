@@ -95,7 +95,7 @@ def _matches(cond, values: list[bytes]) -> bool:
         return value == cond.exact
     if cond.prefix is not None:
         return value.startswith(cond.prefix)
-    return cond.regex.fullmatch(value)
+    return cond.matcher.fullmatch(value)
 
 
 _NONE: list = []

@@ -105,12 +105,12 @@ def test_matchers_compile_to_header_and_query_conditions():
     by_name = {h.name: h for h in r.headers}
     assert by_name[b"x-exact"] == HeaderMatch(name=b"x-exact", exact=b"e")  # name lower-cased
     assert by_name[b"x-prefix"] == HeaderMatch(name=b"x-prefix", prefix=b"p")
-    assert by_name[b"x-regex"].regex.pattern == b"[0-9]+"
-    ci = by_name[b"x-ci"].regex
+    assert by_name[b"x-regex"].matcher.pattern == b"[0-9]+"
+    ci = by_name[b"x-ci"].matcher
     assert ci.fullmatch(b"mixed") and ci.fullmatch(b"MIXED") and not ci.fullmatch(b"mixed!")
-    assert by_name[b"x-suffix"].regex.fullmatch(b"a.com") and not \
-        by_name[b"x-suffix"].regex.fullmatch(b"a.co")
-    assert by_name[b"x-contains"].regex.fullmatch(b"amidb")
+    assert by_name[b"x-suffix"].matcher.fullmatch(b"a.com") and not \
+        by_name[b"x-suffix"].matcher.fullmatch(b"a.co")
+    assert by_name[b"x-contains"].matcher.fullmatch(b"amidb")
     assert by_name[b"x-present"] == HeaderMatch(name=b"x-present", present=True)
     assert by_name[b"x-absent"] == HeaderMatch(name=b"x-absent", present=True, invert=True)
     assert by_name[b":method"] == HeaderMatch(name=b":method", exact=b"POST")

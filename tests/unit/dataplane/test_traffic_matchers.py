@@ -77,7 +77,17 @@ CASES = {
         hm(name="x-other", safe_regex_match={"regex": "a"}, invert_match=True), H, False),
     "repeated header values are joined with commas": (
         hm(exact_match="a,b"), [(b"x-h", b"a"), (b"x-h", b"b")], True),
+    "string contains, ignore case": (hm(string_match=sm(contains="O-w", ignore_case=True)), H,
+                                     True),
+    "string suffix, metacharacters are literal": (hm(string_match=sm(suffix=".+")),
+                                                  [(b"x-h", b"a.+")], True),
+    # Envoy folds ASCII letters only: "É" and "é" stay different
+    "string exact, ignore case folds ASCII only": (
+        hm(string_match=sm(exact="CAFÉ", ignore_case=True)), [(b"x-h", "café".encode())], False),
+    "string exact, ignore case, non-ASCII kept": (
+        hm(string_match=sm(exact="CAFé", ignore_case=True)), [(b"x-h", "café".encode())], True),
 }
+
 
 
 @pytest.mark.parametrize("matcher,headers,expected", CASES.values(), ids=CASES.keys())

@@ -95,7 +95,7 @@ def _text_matches(cond: HeaderMatch, value: bytes) -> bool:
         return (value == cond.exact) != cond.invert
     if cond.prefix is not None:
         return value.startswith(cond.prefix) != cond.invert
-    return cond.regex.fullmatch(value) != cond.invert
+    return cond.matcher.fullmatch(value) != cond.invert
 
 
 @dataclass(frozen=True, slots=True)

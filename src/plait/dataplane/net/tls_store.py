@@ -132,7 +132,7 @@ def name_accepted(names: tuple[HeaderMatch, ...], identity: str | None) -> bool:
         elif cond.prefix is not None:
             ok = value.startswith(cond.prefix)
         else:
-            ok = cond.regex.fullmatch(value)
+            ok = cond.matcher.fullmatch(value)
         if ok:
             return True
     return False
