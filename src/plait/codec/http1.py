@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from functools import partial
 from http import HTTPStatus
-from types import FunctionType
 from typing import NamedTuple
 
 import httptools
 
+from plait.core.code import copy_function
 from plait.core.errors import ProtocolError, Reason
 
 # Headers the codec looks at; everything else is passed through untouched.
@@ -451,18 +451,11 @@ def encode_last_chunk(trailers: list | None) -> bytes:
 
 
 def _own_code(cls: type, names: tuple) -> None:
-    """Give `cls` its own copy of the methods it inherits under `names`.
-
-    CPython 3.11 specialises each attribute access in a function's code for one type, in
-    the code object itself. A method the two codecs share sees both types at the same
-    places and misses there about half the time, taking the generic lookup instead."""
+    """Give `cls` its own copy of the methods it inherits under `names`: the two codecs
+    would otherwise share their code and miss their specialisations about half the time
+    (plait.core.code)."""
     for name in names:
-        func = getattr(cls, name)
-        copy = FunctionType(func.__code__.replace(), func.__globals__, name,
-                            func.__defaults__, func.__closure__)
-        copy.__qualname__ = f"{cls.__name__}.{name}"
-        copy.__doc__ = func.__doc__
-        setattr(cls, name, copy)
+        setattr(cls, name, copy_function(getattr(cls, name), name, f"{cls.__name__}.{name}"))
 
 
 for _cls in (Http1ServerCodec, Http1ClientCodec):

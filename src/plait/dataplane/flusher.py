@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 
+from plait.core.code import copy_function
+
 
 def write_out(conn) -> None:
     """Write what `conn` holds (its `out`) now, unless it is closed; either way `out` is
@@ -43,46 +45,80 @@ SPARSE_TURNS = 4  # turns in a row with one writer before writing at once
 DIRECT_WRITES = 64  # writes made at once before one turn gathers again to look
 
 
+def _write_all(pending: list) -> None:
+    for conn in pending:  # write_out(conn), without the call
+        conn.queued = False
+        out = conn.out
+        if out:
+            if not conn.closed:
+                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+
+# Upstream and downstream connections are two classes. CPython 3.11 specialises each
+# attribute access for one type, in the code object: code that serves both kinds in turn
+# misses at every access. So each kind has its own copy of the code that touches it, here
+# and in `Flusher.queue_upstream` / `queue_downstream` (plait.core.code).
+_write_upstreams = copy_function(_write_all, "_write_upstreams")
+_write_downstreams = copy_function(_write_all, "_write_downstreams")
+
+
 class Flusher:
-    __slots__ = ("pending", "direct", "_call_soon", "_sparse", "_budget")
+    __slots__ = ("pending", "direct", "_scheduled", "_call_soon", "_sparse", "_budget")
 
     def __init__(self) -> None:
-        self.pending: list = []
+        self.pending: tuple[list, list] = ([], [])  # upstream, downstream connections
         self.direct = False  # write at once: the load is too sparse to gather
+        self._scheduled = False  # run() is due at the end of this turn
         # The running loop's call_soon, looked up once: asyncio.get_running_loop() makes a
         # getpid() system call each time (CPython checks the loop is this process's).
         self._call_soon = None
         self._sparse = 0  # turns in a row with a single writer
         self._budget = 0  # writes at once left before the next look
 
-    def queue(self, conn) -> None:
+    def queue(self, conn, side: int = 0) -> None:
         """Have `conn` write its `out` after the current turn (once, however often it is
-        queued before then), or now while the load is sparse."""
+        queued before then), or now while the load is sparse. `side` is 0 for an upstream
+        connection, 1 for a downstream one: the hot paths call the copies named so."""
         if conn.queued:
             return
-        if self.direct:
-            write_out(conn)
+        if self.direct:  # write_out(conn), without the call
+            out = conn.out
+            if out:
+                if not conn.closed:
+                    conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                out.clear()
             self._budget -= 1
             if not self._budget:  # gather the next turn, to look at the load again
                 self.direct = False
                 self._sparse = SPARSE_TURNS - 1
             return
         conn.queued = True
-        if not self.pending:
+        if not self._scheduled:
+            self._scheduled = True
             call_soon = self._call_soon
             if call_soon is None:
                 call_soon = self._call_soon = asyncio.get_running_loop().call_soon
             call_soon(self.run)
-        self.pending.append(conn)
+        self.pending[side].append(conn)
+
+    queue_upstream = copy_function(queue, "queue_upstream", "Flusher.queue_upstream",
+                                   defaults=(0,))
+    queue_downstream = copy_function(queue, "queue_downstream", "Flusher.queue_downstream",
+                                     defaults=(1,))
 
     def send(self, conn, data: bytes) -> None:
-        """Write `data` to `conn` after the current turn (or now: `queue`)."""
+        """Write `data` to upstream `conn` after the current turn (or now: `queue`)."""
         conn.out.append(data)
-        self.queue(conn)
+        self.queue_upstream(conn)
 
     def run(self) -> None:
-        pending, self.pending = self.pending, []
-        if len(pending) == 1:
+        if not self._scheduled:  # nothing queued (only a caller other than the loop's turn)
+            return
+        self._scheduled = False
+        ups, downs = self.pending
+        self.pending = ([], [])
+        if len(ups) + len(downs) == 1:
             self._sparse += 1
             if self._sparse >= SPARSE_TURNS:
                 self.direct = True
@@ -90,10 +126,7 @@ class Flusher:
                 self._sparse = 0
         else:
             self._sparse = 0
-        for conn in pending:  # write_out(conn), without the call
-            conn.queued = False
-            out = conn.out
-            if out:
-                if not conn.closed:
-                    conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
-                out.clear()
+        if ups:
+            _write_upstreams(ups)
+        if downs:
+            _write_downstreams(downs)

@@ -48,7 +48,7 @@ def test_writes_wait_for_the_end_of_the_turn_and_go_out_once_per_connection():
         assert (a.transport.writes, b.transport.writes) == ([b"12"], [b"x"])
         flusher.send(a, b"3")  # a later turn queues again
         await _turn()
-        assert a.transport.writes == [b"12", b"3"] and flusher.pending == []
+        assert a.transport.writes == [b"12", b"3"] and flusher.pending == ([], [])
 
     asyncio.run(main())
 
@@ -80,7 +80,7 @@ def test_after_turns_with_a_single_writer_writes_go_out_at_once():
         await _sparse_turns(flusher, conn)
         assert flusher.direct and conn.transport.writes == [b"."] * SPARSE_TURNS
         flusher.send(conn, b"now")
-        assert conn.transport.writes[-1] == b"now" and flusher.pending == []
+        assert conn.transport.writes[-1] == b"now" and flusher.pending == ([], [])
         conn.close()
         flusher.send(conn, b"late")  # closed: dropped, as when gathered
         assert conn.transport.writes[-1] == b"now" and conn.out == []
@@ -110,5 +110,27 @@ def test_writing_at_once_stops_to_look_and_a_busy_turn_brings_the_gathering_back
         assert a.transport.writes[-1] == b"4"  # gathered until the turn ends
         await _turn()
         assert not flusher.direct and a.transport.writes[-1] == b"5"  # one sparse turn of four
+
+    asyncio.run(main())
+
+
+def test_each_kind_of_connection_queues_through_its_own_copy_of_the_code():
+    # One copy per kind keeps CPython's attribute specialisations (plait.core.code).
+    up, down = Flusher.queue_upstream.__code__, Flusher.queue_downstream.__code__
+    assert up is not down and up is not Flusher.queue.__code__
+    assert up.co_code == down.co_code == Flusher.queue.__code__.co_code
+
+    async def main():
+        flusher = Flusher()
+        a, b = connection(), connection()  # either kind works with either copy
+        a.out.append(b"to upstream")
+        b.out.append(b"to downstream")
+        flusher.queue_upstream(a)
+        flusher.queue_downstream(b)
+        flusher.queue_downstream(b)  # once per turn
+        assert flusher.pending == ([a], [b])
+        await _turn()
+        assert (a.transport.writes, b.transport.writes) == ([b"to upstream"], [b"to downstream"])
+        assert flusher.pending == ([], []) and not a.queued and not b.queued
 
     asyncio.run(main())

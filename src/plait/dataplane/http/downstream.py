@@ -187,7 +187,7 @@ class DownstreamConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write what was sent at the end of this event-loop turn (`plait.dataplane.flusher`)."""
         if self.out and not self.closed:
-            self.mgr.flusher.queue(self)
+            self.mgr.flusher.queue_downstream(self)
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:

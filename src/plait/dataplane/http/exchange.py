@@ -315,7 +315,7 @@ class Exchange:
             self.down.resume_reading()
         else:
             conn.out.append(self.head)  # flusher.send(conn, head), without the call
-            self.mgr.flusher.queue(conn)
+            self.mgr.flusher.queue_upstream(conn)
 
     def _hash_key(self) -> bytes | None:
         for policy in self.route.hash_policies:
@@ -433,7 +433,7 @@ class Exchange:
                     self.down.out.append(encode_chunk(data) if self.down_chunked else data)
         down = self.down  # down.flush(), without the call
         if down.out and not down.closed:
-            self.mgr.flusher.queue(down)
+            self.mgr.flusher.queue_downstream(down)
 
     def on_response_head(self, conn, resp) -> None:
         status = resp.status
@@ -504,7 +504,7 @@ class Exchange:
         if flusher.direct:  # sparse load: the answer out first, the accounting after
             down = self.down  # down.flush(), without the call
             if down.out and not down.closed:
-                flusher.queue(down)
+                flusher.queue_downstream(down)
         self.upstream = None
         if not (self.upstream_keep_alive and self.request_done) or self.request.upgrade:
             # After a refused upgrade the upstream may read the client's tunnel bytes as
