@@ -75,10 +75,17 @@ def proxy(dead_port, blackhole_port):
                     retriable_status_codes=[409])),
                 vhost("route-timeout", "a", timeout=0.5),
                 vhost("blackhole", "blackhole"),
+                vhost("other-host", "random-dead-live", retry=sc.retry_policy(
+                    "connect-failure", num_retries=1, base_interval=0.01,
+                    retry_host_predicate=[{"name": "envoy.retry_host_predicates.previous_hosts"}],
+                    host_selection_retry_max_attempts=20)),
+                vhost("any-host", "random-dead-live", retry=sc.retry_policy(
+                    "connect-failure", num_retries=1, base_interval=0.01)),
             ])],
             clusters=[sc.cluster("a", [a]),
                       sc.cluster("dead-then-live", [dead_port, a]),
-                      sc.cluster("blackhole", [blackhole_port], connect_timeout=0.25)])
+                      sc.cluster("blackhole", [blackhole_port], connect_timeout=0.25),
+                      sc.cluster("random-dead-live", [dead_port, a], lb_policy="RANDOM")])
         with sc.start_sidecar(config) as sidecar:
             sidecar.upstream = ups["a"]
             yield sidecar
@@ -107,6 +114,17 @@ def test_connect_failure_then_success_on_a_live_endpoint(proxy):
     assert d["plait_upstream_cx_connect_fail_total"] >= 9
     assert d["plait_upstream_rq_retry_total"] == d["plait_upstream_cx_connect_fail_total"]
     assert d["plait_upstream_rq_retry_success_total"] == d["plait_upstream_rq_retry_total"]
+
+
+def test_a_retry_avoids_the_host_that_failed_with_the_previous_hosts_predicate(proxy):
+    # RANDOM over [dead, live]. With the predicate, a retry re-picks (up to 20 times)
+    # until it is not the dead host: every request succeeds. Without it, a retry lands on
+    # the dead host again half the time: about a quarter of the requests fail.
+    n = 60
+    avoiding = [get(proxy, "other-host", "/echo").status_code for _ in range(n)]
+    anywhere = [get(proxy, "any-host", "/echo").status_code for _ in range(n)]
+    assert avoiding == [200] * n
+    assert set(anywhere) == {200, 503}  # all 200 would have odds of 0.75**60, about 3e-8
 
 
 def test_503_is_retried_and_counted(proxy):

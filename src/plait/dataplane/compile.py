@@ -43,6 +43,7 @@ _LB = {
     cluster_pb2.Cluster.RANDOM: LbPolicy.RANDOM,
     cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
 }
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"  # the one retry predicate
 # Envoy's retry_on vocabulary. The gRPC-status conditions are accepted (a control plane
 # sends them for gRPC routes) and take effect only where a grpc-status is seen.
 _RETRY_ON = frozenset(("5xx", "gateway-error", "reset", "connect-failure",
@@ -398,6 +399,14 @@ def _retry_policy(rp: route_pb2.RetryPolicy, path: str) -> RetryPolicy:
                                if rp.retry_back_off.HasField("max_interval") else 10 * base)
     if rp.retriable_status_codes:
         out["retriable_status_codes"] = frozenset(rp.retriable_status_codes)
+    for k, predicate in enumerate(rp.retry_host_predicate):
+        if predicate.name != _PREVIOUS_HOSTS and not predicate.typed_config.type_url.endswith(
+                "/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"):
+            raise ConfigError(f"{path}.retry_host_predicate[{k}]",
+                              f"unsupported predicate {predicate.name!r} (only {_PREVIOUS_HOSTS})")
+        out["previous_hosts"] = True
+    if rp.host_selection_retry_max_attempts:
+        out["host_selection_attempts"] = min(rp.host_selection_retry_max_attempts, 100)
     return RetryPolicy(**out)
 
 

@@ -66,6 +66,10 @@ class RetryPolicy:
     max_interval: float = 0.25  # Envoy's default: 10 x base
     retriable_status_codes: frozenset[int] = frozenset()
     buffer_limit: int = 64 * 1024
+    # Envoy's previous_hosts retry predicate: a retry picks again (up to
+    # `host_selection_attempts` more times) while its pick is a host already tried
+    previous_hosts: bool = False
+    host_selection_attempts: int = 1
     # The lowest status a retry may be asked for: 500, or a lower retriable status code.
     # A response below it is told from the retriable ones with one comparison.
     lowest_retriable: int = field(default=500, init=False, compare=False, repr=False)

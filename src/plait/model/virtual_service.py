@@ -129,6 +129,7 @@ class HTTPRetry(IstioModel):
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None  # unset: true, as in Istio
 
     @field_validator("retry_on")
     @classmethod

@@ -135,8 +135,9 @@ def retry_budget(*, budget_percent: float | None = None,
 
 def retry_policy(retry_on: str = "5xx", *, num_retries: int = 1,
                  per_try_timeout: float | None = None, base_interval: float | None = None,
-                 retriable_status_codes: Iterable[int] = ()) -> dict:
-    out: dict = {"retry_on": retry_on, "num_retries": num_retries}
+                 retriable_status_codes: Iterable[int] = (), **extra) -> dict:
+    """A RetryPolicy; `extra`: more of its fields (`retry_host_predicate`, ...)."""
+    out: dict = {"retry_on": retry_on, "num_retries": num_retries, **extra}
     if per_try_timeout is not None:
         out["per_try_timeout"] = duration(per_try_timeout)
     if base_interval is not None:

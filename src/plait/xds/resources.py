@@ -29,6 +29,7 @@ from envoy.config.route.v3 import route_pb2
 # Imported so that their type URLs resolve inside `typed_config` (the descriptor pool).
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2  # noqa: F401
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )

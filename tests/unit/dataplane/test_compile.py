@@ -71,6 +71,21 @@ def test_good_bootstrap_compiles_to_plain_objects():
     assert snap.clusters["web"].lb_policy is LbPolicy.ROUND_ROBIN
 
 
+@pytest.mark.parametrize("predicate", [
+    {"name": "envoy.retry_host_predicates.previous_hosts"},
+    {"name": "any", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host"
+                                              ".previous_hosts.v3.PreviousHostsPredicate"}},
+])
+def test_the_previous_hosts_retry_predicate_by_name_or_type(predicate):
+    doc = good()
+    first_route(doc)["route"]["retry_policy"].update(retry_host_predicate=[predicate],
+                                                     host_selection_retry_max_attempts=5)
+    retry = compile_doc(doc).listeners[0].route_table.default.routes[0].retry
+    assert (retry.previous_hosts, retry.host_selection_attempts) == (True, 5)
+    plain = compile_doc(good()).listeners[0].route_table.default.routes[0].retry
+    assert (plain.previous_hosts, plain.host_selection_attempts) == (False, 1)  # Envoy's
+
+
 def test_yaml_example_compiles():
     with open("examples/sidecar-static.yaml", encoding="utf-8") as fh:
         snap = parse_bootstrap(fh.read()).snapshot
@@ -133,6 +148,11 @@ BAD = {
     "unknown retry condition": (
         lambda d: first_route(d)["route"]["retry_policy"].update(retry_on="5xx,sometimes"),
         f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].route.retry_policy.retry_on"),
+    "unsupported retry host predicate": (
+        lambda d: first_route(d)["route"]["retry_policy"].update(
+            retry_host_predicate=[{"name": "envoy.retry_host_predicates.omit_canary_hosts"}]),
+        f"{HCM_AT}.route_config.virtual_hosts[0].routes[0].route.retry_policy"
+        ".retry_host_predicate[0]"),
     "zero back-off": (
         lambda d: first_route(d)["route"]["retry_policy"].update(
             retry_back_off={"base_interval": "0s"}),

@@ -27,6 +27,7 @@ import base64
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.v3 import percent_pb2
 
 from plait.controlplane.push import governance
@@ -41,6 +42,7 @@ ClusterRef = tuple[str, int, str]  # (host, port, subset)
 # Istio's default when a route says nothing about retries (pilot's retry.DefaultPolicy).
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_ATTEMPTS = 2
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND,
                    303: rc.RedirectAction.SEE_OTHER, 307: rc.RedirectAction.TEMPORARY_REDIRECT,
                    308: rc.RedirectAction.PERMANENT_REDIRECT}
@@ -66,6 +68,7 @@ def virtual_host(index: MeshIndex, host: str, *, domains: list[str], proxyless: 
         route.route.cluster = outbound_cluster(*ref)
         _set_retries(route.route, None)
         _add_hash_policy(route.route, index, [ref])
+        _retry_other_hosts(route.route, None)
         _guard(route, breakers)
         refs.add(ref)
         return vhost, refs
@@ -175,6 +178,7 @@ def _fill_action(route: rc.Route, index: MeshIndex, http, *, proxyless: bool,
         mirror.runtime_fraction.default_value.numerator = round(share * 10_000)
         mirror.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
     _add_hash_policy(action, index, sorted(used))
+    _retry_other_hosts(action, http.retries)
     return used
 
 
@@ -210,6 +214,19 @@ def _set_retries(action: rc.RouteAction, retries) -> None:
     per_try = seconds(attr(retries, "per_try_timeout"))
     if per_try:
         policy.per_try_timeout.CopyFrom(duration(per_try))
+
+
+def _retry_other_hosts(action: rc.RouteAction, retries) -> None:
+    """Istio's default: a retry goes to a host this request has not tried (Envoy's
+    previous_hosts predicate, up to five picks more), unless the route hashes its requests
+    to hosts (consistent hashing) or the rule says `retryIgnorePreviousHosts: false`."""
+    if not action.HasField("retry_policy") or action.hash_policy:
+        return
+    if retries is not None and retries.retry_ignore_previous_hosts is False:
+        return
+    predicate = action.retry_policy.retry_host_predicate.add(name=PREVIOUS_HOSTS)
+    predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+    action.retry_policy.host_selection_retry_max_attempts = 5
 
 
 def _add_hash_policy(action: rc.RouteAction, index: MeshIndex, refs) -> None:

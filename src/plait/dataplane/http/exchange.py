@@ -59,7 +59,7 @@ class Exchange:
         "try_timer", "retry_handle", "reused", "finished", "upgraded", "t_start",
         "t_request_end", "t_connect", "t_connected", "t_first_byte", "bytes_sent",
         "upstream_keep_alive", "upstream_key", "compiled", "filter_index", "mirrors",
-        "retry_held", "filter_state",
+        "retry_held", "filter_state", "tried",
     )
 
     def __init__(self, down, request) -> None:
@@ -99,6 +99,7 @@ class Exchange:
         self.mirrors = ()
         self.retry_held = False  # a retry of this request counts against max_retries
         self.filter_state = None  # what filters keep for on_complete (plait.dataplane.filters)
+        self.tried = None  # hosts (keys) of earlier attempts, for previous_hosts retries
 
     # -- request side -------------------------------------------------------------------
 
@@ -264,6 +265,8 @@ class Exchange:
         route = self.route
         key = self._hash_key() if route.hash_policies else None
         host = self.cluster.lb.pick(key)
+        if self.tried is not None and host is not None and host.key in self.tried:
+            host = self._other_host(host, key)
         if host is None:
             return self.fail(Reason.NO_HEALTHY_UPSTREAM)
         self.host = host
@@ -285,6 +288,20 @@ class Exchange:
             n = self.attempts
             self.cluster.connect(host, lambda conn, exc: self.on_connected(conn, exc, n),
                                  alive=lambda: not self.finished and self.attempts == n)
+
+    def _other_host(self, host, key):
+        """Envoy's previous_hosts retry predicate: pick again, up to the policy's
+        `host_selection_retry_max_attempts` times, while the pick is a host an earlier
+        attempt of this request used. If every pick was, the last one stands."""
+        lb = self.cluster.lb
+        for _ in range(self.route.retry.host_selection_attempts):
+            again = lb.pick(key)
+            if again is None:
+                break
+            host = again
+            if host.key not in self.tried:
+                break
+        return host
 
     def on_connected(self, conn, exc, attempt: int) -> None:
         if self.finished or attempt != self.attempts or self.upstream is not None:
@@ -399,6 +416,8 @@ class Exchange:
         self.cluster.stats.rq_retry += 1
         self.cluster.pool.retries += 1
         self.retry_held = True
+        if policy.previous_hosts:  # the next attempt avoids this one's host
+            self.tried = (*self.tried, self.upstream_key) if self.tried else (self.upstream_key,)
         # Envoy's fully jittered exponential back-off: uniform in [0, base * (2^n - 1)].
         ceiling = min(policy.base_interval * ((1 << self.retries) - 1), policy.max_interval)
         self.retry_handle = self.mgr.loop.call_later(random.random() * ceiling, self._retry)

@@ -205,6 +205,9 @@ spec:
     assert out[CLUSTER]["outbound|9080||ratings"].lb_policy == Cluster.RING_HASH
     assert route.route.hash_policy[0].header.header_name == "x-session"
     assert not vhost(out, "reviews").routes[0].route.hash_policy
+    # a hashed route retries on its host: no previous_hosts predicate (as in Istio)
+    assert route.route.retry_policy.num_retries.value == 2
+    assert not route.route.retry_policy.retry_host_predicate
 
 
 def test_proxyless_clients_get_only_load_balancers_grpc_accepts():
@@ -325,6 +328,9 @@ spec:
   - match: [{uri: {prefix: /no-retry/}}]
     retries: {attempts: 0}
     route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /same-host/}}]
+    retries: {attempts: 1, retryIgnorePreviousHosts: false}
+    route: [{destination: {host: reviews, subset: v1}}]
   - route: [{destination: {host: reviews, subset: v2}}]
 """)
     routes = list(vhost(sidecar(view), "reviews").routes)
@@ -338,9 +344,16 @@ spec:
     assert list(retry.retriable_status_codes) == [503]
     assert retry.per_try_timeout.ToMilliseconds() == 500
     assert not routes[1].route.HasField("retry_policy")
-    default = routes[2].route.retry_policy  # nothing written: Istio's default policy
+    same_host = routes[2].route.retry_policy
+    assert same_host.num_retries.value == 1 and not same_host.retry_host_predicate
+    default = routes[3].route.retry_policy  # nothing written: Istio's default policy
     assert default.num_retries.value == 2
     assert "connect-failure" in default.retry_on
+    for policy in (retry, default):  # a retry goes to another host, as in Istio
+        (predicate,) = policy.retry_host_predicate
+        assert predicate.name == "envoy.retry_host_predicates.previous_hosts"
+        assert predicate.typed_config.type_url.endswith(".previous_hosts.v3.PreviousHostsPredicate")
+        assert policy.host_selection_retry_max_attempts == 5
     proxyless = translate(view, ProxyInfo(node_id="g"), listener_names=frozenset({"reviews"}))
     grpc_action = proxyless[ROUTE]["reviews"].virtual_hosts[0].routes[0].route
     assert grpc_action.max_stream_duration.max_stream_duration.ToMilliseconds() == 1500
