@@ -179,3 +179,16 @@ ROUTER = router([
 ])
 def test_first_route_whose_conditions_hold(request_, expected):
     assert ROUTER.route(request_).route.name == expected
+
+
+def test_compiled_conditions_survive_pickling_to_the_workers():
+    import pickle
+
+    conditions = [header_match(m, "m") for m in (
+        hm(string_match=sm(contains="O-w", ignore_case=True)),
+        hm(string_match=sm(suffix="World")),
+        hm(safe_regex_match={"regex": "Hello-.*"}),
+        hm(exact_match="Hello-World"))]
+    copies = pickle.loads(pickle.dumps(conditions, protocol=pickle.HIGHEST_PROTOCOL))
+    assert copies == conditions
+    assert [headers_match((c,), req(H)) for c in copies] == [True] * 4
