@@ -9,7 +9,8 @@ everything it started in `finally`. This module holds what every benchmark needs
   file by a thread that also spots a readiness line) and stops them all by PID;
 - `wait_http`: readiness for servers that print nothing (nginx, HAProxy), with a deadline;
 - `run_wrk` (saturation, via wrk and a Lua `done` hook that prints exact numbers) and
-  `run_paced` (fixed rate, via `_paced.py`);
+  `run_paced` (fixed rate, via `_paced.py`) and `run_paced_in_turns` (several targets
+  in turns of a fraction of a second, so they meet the same machine);
 - `peak_rss_mb`: VmHWM summed over a process group.
 """
 
@@ -253,6 +254,26 @@ def run_paced(procs: Procs, host: str, port: int, *, rate: int, seconds: float,
                       errors=data["errors"], extra={"paced": data})
 
 
+def run_paced_in_turns(procs: Procs, targets: list[tuple[str, int]], *, rate: int,
+                       seconds: float, cpus: set[int] | None, warmup: float = 1.0,
+                       slice_s: float = 0.5) -> list[LoadResult]:
+    """Runs `_paced.py` against each target in turn, `slice_s` seconds at a time, until
+    each has had `seconds`: the targets see the same machine, seconds apart."""
+    argv = [sys.executable, str(HERE / "_paced.py"), "--targets",
+            ",".join(f"{host}:{port}" for host, port in targets), "--slice", str(slice_s),
+            "--rate", str(rate), "--duration", str(seconds), "--warmup", str(warmup)]
+    proc = procs.start("paced", argv, cpus=cpus, ready_prefix="PACED_JSON ")
+    try:
+        proc.popen.wait(len(targets) * (seconds + warmup) * 1.5 + 30)
+        procs.wait_line(proc, timeout=5)
+    finally:
+        procs.stop(proc)
+    return [LoadResult(requests=data["completed"], seconds=data["seconds"], p50_us=data["p50"],
+                       p90_us=data["p90"], p99_us=data["p99"], max_us=data["max"],
+                       errors=data["errors"], extra={"paced": data})
+            for data in json.loads(proc.ready_line.split(" ", 1)[1])["targets"]]
+
+
 def median_result(results: list[LoadResult]) -> LoadResult:
     """Combines repeated runs: the median run by throughput, median of each percentile.
 
@@ -309,17 +330,21 @@ class Interference:
     Affinity keeps the benchmark's processes apart but cannot keep a neighbour's process off
     the proxy's CPU; this says how much it intruded (0.0 to 1.0 of the CPU's time)."""
 
-    def __init__(self, cpu: int, own: Proc | None):
-        self.cpu, self.own = cpu, own
+    def __init__(self, cpu: int, own: Proc | list[Proc] | None):
+        self.cpu = cpu
+        self.own = [own] if isinstance(own, Proc) else list(own or ())
         self.busy0 = self.total0 = self.own0 = 0
+
+    def _own_ticks(self) -> int:
+        return sum(group_cpu_ticks(p) for p in self.own)
 
     def start(self) -> None:
         self.busy0, self.total0 = cpu_busy_ticks(self.cpu)
-        self.own0 = group_cpu_ticks(self.own) if self.own else 0
+        self.own0 = self._own_ticks()
 
     def share(self) -> float:
         busy, total = cpu_busy_ticks(self.cpu)
-        own = (group_cpu_ticks(self.own) if self.own else 0) - self.own0
+        own = self._own_ticks() - self.own0
         if total <= self.total0:
             return 0.0
         return max(0.0, (busy - self.busy0 - own) / (total - self.total0))

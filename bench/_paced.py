@@ -12,7 +12,13 @@ generator that fell behind shows rather than hides in the numbers.
 
     python _paced.py --host 127.0.0.1 --port P --rate 1000 --duration 10 --warmup 1
 
-Prints one line: PACED_JSON {...} (latencies in microseconds).
+With `--targets HOST:PORT,HOST:PORT,...` it loads each target in turn, `--slice` seconds
+at a time (each with its own connections), until each has had `--duration` seconds: the
+targets are measured under the same conditions of the machine, seconds apart instead of
+a whole run apart.
+
+Prints one line: PACED_JSON {...} (latencies in microseconds); with --targets,
+{"targets": [{...}, ...]} in the order given.
 """
 
 from __future__ import annotations
@@ -160,15 +166,39 @@ def percentile(sorted_values: list, p: float) -> float:
     return sorted_values[rank - 1]
 
 
+async def in_turns(gens: list[Generator], rate: int, seconds: float, slice_s: float, *,
+                   record: bool) -> list[float]:
+    """Each generator in turn for `slice_s` seconds (its requests answered before the
+    next starts), until each has had `seconds`; returns the seconds each took."""
+    taken = [0.0] * len(gens)
+    done = 0.0
+    while done < seconds - 1e-9:
+        step = min(slice_s, seconds - done)
+        for k, gen in enumerate(gens):
+            taken[k] += await gen.run(rate, step, record=record)
+        done += step
+    return taken
+
+
 async def main_async(args) -> dict:
-    gen = Generator(args.host, args.port, max_pool=args.max_connections)
-    await asyncio.gather(*(gen.open_one() for _ in range(args.connections)))
-    if not gen.conns:
-        raise SystemExit(f"cannot connect to {args.host}:{args.port}")
+    targets = args.targets or [(args.host, args.port)]
+    gens = [Generator(host, port, max_pool=args.max_connections) for host, port in targets]
+    for gen in gens:
+        await asyncio.gather(*(gen.open_one() for _ in range(args.connections)))
+        if not gen.conns:
+            raise SystemExit(f"cannot connect to {gen.host}:{gen.port}")
     if args.warmup > 0:
-        await gen.run(args.rate, args.warmup, record=False)
-    gen.errors = 0
-    seconds = await gen.run(args.rate, args.duration, record=True)
+        await in_turns(gens, args.rate, args.warmup,
+                       args.slice if args.targets else args.warmup, record=False)
+    for gen in gens:
+        gen.errors = 0
+    taken = await in_turns(gens, args.rate, args.duration,
+                           args.slice if args.targets else args.duration, record=True)
+    results = [summary(gen, seconds, args) for gen, seconds in zip(gens, taken)]
+    return {"targets": results} if args.targets else results[0]
+
+
+def summary(gen: Generator, seconds: float, args) -> dict:
     for conn in list(gen.conns):
         conn.transport.close()
     lat = sorted(ns / 1000 for ns in gen.latencies)
@@ -184,16 +214,30 @@ async def main_async(args) -> dict:
     }
 
 
+def _targets(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        out.append((host or "127.0.0.1", int(port)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--targets", type=_targets, help="HOST:PORT,... loaded in turns instead")
+    ap.add_argument("--slice", type=float, default=0.5, help="seconds per turn (--targets)")
     ap.add_argument("--rate", type=int, default=1000, help="requests per second")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     ap.add_argument("--connections", type=int, default=8, help="keep-alive connections opened up front")
     ap.add_argument("--max-connections", type=int, default=64)
     args = ap.parse_args()
+    if (args.port is None) == (args.targets is None):
+        ap.error("give --port or --targets")
+    if args.slice <= 0:
+        ap.error("--slice must be above 0")
     if args.rate * (args.duration + args.warmup) > 10_000_000:
         ap.error("refusing more than 10 million requests in one run")
     result = uvloop.run(main_async(args))

@@ -1,9 +1,12 @@
 """HTTP/1.1 through Plait's sidecar, beside HAProxy and no proxy at all.
 
-One run starts an nginx upstream, then for each scenario (direct, haproxy, plait) starts the
-proxy, warms it up and measures it two ways:
-- saturation: wrk, one thread, 32 keep-alive connections, --duration seconds;
-- fixed rate: 1,000 req/s from `_paced.py` (open loop, per-request latency).
+One run starts an nginx upstream; each round starts the proxies (haproxy, plait) and
+measures every scenario (direct, haproxy, plait) two ways:
+- saturation: wrk, one thread, 32 keep-alive connections, --duration seconds, one
+  scenario after another (after --warmup seconds of the same);
+- fixed rate: 1,000 req/s from `_paced.py` (open loop, per-request latency), to the three
+  in turns of half a second until each has had --duration seconds, so that the latencies
+  compared meet the same machine, seconds apart.
 The proxy runs alone on one CPU; nginx and the load generators share the other, so the
 proxy never competes with the load for a core. Peak RSS is VmHWM summed over the proxy's
 processes. The last line printed is the summary other tools read:
@@ -34,7 +37,8 @@ from rich.console import Console
 from rich.table import Table
 
 from _harness import (Interference, LoadResult, Procs, cpu_plan, group_cpu_ticks, load_average,
-                      median_result, peak_rss_mb, run_paced, run_wrk, stop_on_signals)
+                      median_result, peak_rss_mb, run_paced_in_turns, run_wrk,
+                      stop_on_signals)
 from _peers import Server, require_tools, start_haproxy, start_nginx
 from _plait import start_sidecar
 
@@ -61,21 +65,42 @@ def start_proxy(name: str, procs: Procs, workdir: Path, upstream: Server, cpus) 
     raise ValueError(name)
 
 
-def measure(name: str, target: Server, procs: Procs, args, proxy_cpus, load_cpus) -> Row:
-    if args.warmup:
-        run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup, cpus=load_cpus)
-    interference = Interference(min(proxy_cpus), None if name == "direct" else target.proc)
-    interference.start()
-    ticks = 0 if name == "direct" else group_cpu_ticks(target.proc)
-    saturation = run_wrk(procs, target.url, connections=args.connections,
+def measure_round(targets: dict[str, Server], procs: Procs, args, proxy_cpus, load_cpus,
+                  console: Console, round_no: int) -> dict[str, Row]:
+    """Saturation for each scenario in turn, then the fixed rate for all of them in turns."""
+    saturated = {}
+    for name, target in targets.items():
+        console.print(f"[bold]{name}[/]: saturation (round {round_no}/{args.rounds}) …")
+        if args.warmup:
+            run_wrk(procs, target.url, connections=args.connections, seconds=args.warmup,
+                    cpus=load_cpus)
+        proxy = None if name == "direct" else target.proc
+        interference = Interference(min(proxy_cpus), proxy)
+        interference.start()
+        ticks = group_cpu_ticks(proxy) if proxy else 0
+        result = run_wrk(procs, target.url, connections=args.connections,
                          seconds=args.duration, cpus=load_cpus)
-    cpu_us = None
-    if name != "direct" and saturation.requests:
-        cpu_us = (group_cpu_ticks(target.proc) - ticks) / os.sysconf("SC_CLK_TCK") * 1e6 / saturation.requests
-    paced = run_paced(procs, target.host, target.port, rate=args.rate,
-                      seconds=args.duration, cpus=load_cpus)
-    rss = None if name == "direct" else peak_rss_mb(target.proc)
-    return Row(name, saturation, paced, rss, interference.share(), cpu_us)
+        cpu_us = None
+        if proxy and result.requests:
+            cpu_us = ((group_cpu_ticks(proxy) - ticks) / os.sysconf("SC_CLK_TCK") * 1e6
+                      / result.requests)
+        saturated[name] = (result, cpu_us, interference.share())
+    console.print(f"[bold]{', '.join(targets)}[/]: {args.rate} req/s in turns "
+                  f"(round {round_no}/{args.rounds}) …")
+    proxies = [t.proc for name, t in targets.items() if name != "direct"]
+    interference = Interference(min(proxy_cpus), proxies)
+    interference.start()
+    paced = run_paced_in_turns(procs, [(t.host, t.port) for t in targets.values()],
+                               rate=args.rate, seconds=args.duration, cpus=load_cpus)
+    paced_other = interference.share()
+    console.print(f"  other load while at the fixed rate: {paced_other:.0%}; at saturation: "
+                  + ", ".join(f"{name} {other:.0%}" for name, (_, _, other) in saturated.items()))
+    rows = {}
+    for (name, target), fixed in zip(targets.items(), paced):
+        result, cpu_us, other = saturated[name]
+        rss = None if name == "direct" else peak_rss_mb(target.proc)
+        rows[name] = Row(name, result, fixed, rss, max(other, paced_other), cpu_us)
+    return rows
 
 
 def combine(rows: list[Row]) -> Row:
@@ -196,14 +221,14 @@ def main(argv=None) -> int:
             upstream = start_nginx(procs, Path(tmp), cpus=load_cpus)
             round_no = 1
             while round_no <= args.rounds:
-                this_round: dict[str, Row] = {}
-                for name in [s for s in SCENARIOS if s in args.only]:
-                    console.print(f"[bold]{name}[/]: measuring (round {round_no}/{args.rounds}) …")
-                    target = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
-                    try:
-                        this_round[name] = measure(name, target, procs, args, proxy_cpus,
-                                                   load_cpus)
-                    finally:
+                targets: dict[str, Server] = {}
+                try:
+                    for name in [s for s in SCENARIOS if s in args.only]:
+                        targets[name] = start_proxy(name, procs, Path(tmp), upstream, proxy_cpus)
+                    this_round = measure_round(targets, procs, args, proxy_cpus, load_cpus,
+                                               console, round_no)
+                finally:
+                    for target in targets.values():
                         if target is not upstream:
                             procs.stop(target.proc)
                 worst = max(row.other_load for row in this_round.values())
