@@ -195,11 +195,11 @@ class Exchange:
                 self.mirrors = ()
             elif self.mirrors and (not req.has_body or self.request_done):
                 self._mirror()
-        if route.timeout > 0:
-            self.timer = mgr.deadlines.add(self, self.t_start + route.timeout)
         if req.expect_continue:
             self.down.send(_CONTINUE)
-        self.attempt()
+        self.attempt()  # the request goes out first (at sparse load), its timeout after
+        if route.timeout > 0 and not self.finished:
+            self.timer = mgr.deadlines.add(self, self.t_start + route.timeout)
 
     def _mirror(self) -> None:
         """Copy the request to the chosen shadow clusters; their answers are dropped."""
