@@ -30,23 +30,19 @@ import asyncio
 from plait.core.code import copy_function
 
 
-def write_out(conn) -> None:
-    """Write what `conn` holds (its `out`) now, unless it is closed; either way `out` is
-    emptied. `conn` has `out`, `queued`, `closed` and `transport`."""
-    conn.queued = False
-    out = conn.out
-    if out:
-        if not conn.closed:
-            conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
-
-
 SPARSE_TURNS = 4  # turns in a row with one writer before writing at once
 DIRECT_WRITES = 64  # writes made at once before one turn gathers again to look
 
 
-def _write_all(pending: list) -> None:
-    for conn in pending:  # write_out(conn), without the call
+def write_out(conn) -> None:
+    """Write what `conn` holds (its `out`) now, unless it is closed; either way `out` is
+    emptied. `conn` has `out`, `queued`, `closed` and `transport`."""
+    _write_all((conn,))
+
+
+def _write_all(pending) -> None:
+    """`write_out` for each connection, without a call per connection."""
+    for conn in pending:
         conn.queued = False
         out = conn.out
         if out:
