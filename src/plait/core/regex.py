@@ -45,16 +45,25 @@ def _options(*, ignore_case: bool = False, captures: bool = True):
     return options
 
 
-def re2_error(pattern: str | bytes) -> str | None:
-    """RE2's reason for refusing `pattern`, or None if RE2 compiles it."""
+def _compile(pattern: str | bytes, options):
+    """RE2's compiled `pattern`, or ValueError with RE2's reason for refusing it."""
     re2 = _re2()
     try:
-        re2.compile(pattern, options=_options())
+        return re2.compile(pattern, options=options)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else str(exc)
-        return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
     except Exception as exc:  # hostile input: RE2 limits (pattern too large), bad encoding
-        return str(exc) or type(exc).__name__
+        reason = str(exc) or type(exc).__name__
+    raise ValueError(reason)
+
+
+def re2_error(pattern: str | bytes) -> str | None:
+    """RE2's reason for refusing `pattern`, or None if RE2 compiles it."""
+    try:
+        _compile(pattern, _options())
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -71,8 +80,8 @@ class Regex:
         re2 = _re2()
         self.pattern = pattern
         self._args = (pattern, ignore_case, captures)
-        self._compiled = re2.compile(pattern, options=_options(
-            ignore_case=ignore_case, captures=captures))  # re2.error when refused
+        self._compiled = _compile(pattern, _options(  # ValueError when refused
+            ignore_case=ignore_case, captures=captures))
         self._match = self._compiled._regexp.Match  # the binding's RE2 object
         self._both = re2._Anchor.ANCHOR_BOTH
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_pb2
 
 from plait.core.errors import ConfigError
-from plait.core.regex import Regex, re2_error
+from plait.core.regex import Regex
 from plait.dataplane.config import HeaderMatch
 
 
 def regex(pattern: bytes, path: str, *, captures: bool = False) -> Regex:
     """`pattern` compiled by RE2 for matching (plait.core.regex), or a ConfigError with
     RE2's reason."""
-    reason = re2_error(pattern)
-    if reason is not None:
-        raise ConfigError(path, f"invalid regex (RE2): {reason}")
-    return Regex(pattern, captures=captures)
+    try:
+        return Regex(pattern, captures=captures)
+    except ValueError as exc:
+        raise ConfigError(path, f"invalid regex (RE2): {exc}") from None
 
 
 class Literal:

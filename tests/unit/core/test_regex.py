@@ -65,3 +65,5 @@ def test_survives_pickling_with_its_options():
 def test_re2_error_gives_re2s_reason(pattern, reason):
     assert reason in re2_error(pattern)
     assert re2_error(b"/items/[0-9]+") is None
+    with pytest.raises(ValueError, match=reason.replace(")", r"\)")):
+        Regex(pattern)
