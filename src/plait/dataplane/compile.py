@@ -405,7 +405,7 @@ def _retry_policy(rp: route_pb2.RetryPolicy, path: str) -> RetryPolicy:
             raise ConfigError(f"{path}.retry_host_predicate[{k}]",
                               f"unsupported predicate {predicate.name!r} (only {_PREVIOUS_HOSTS})")
         out["previous_hosts"] = True
-    if rp.host_selection_retry_max_attempts:
+    if rp.host_selection_retry_max_attempts:  # re-picks per retry: bounded, a config's ask
         out["host_selection_attempts"] = min(rp.host_selection_retry_max_attempts, 100)
     return RetryPolicy(**out)
 
